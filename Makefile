@@ -1,0 +1,62 @@
+# RideMatch notebooks. The two commands a newcomer needs:
+#   make demo   set up, start the local stack, run the whole notebook chain
+#   make test   set up, start the local stack, lint, run every test
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PARAMS ?= params/local.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps stack-up stack-down stack-status lint format test test-fast demo lab clean-data
+
+help:
+	@echo "make demo        set up, start the local stack, run the notebook chain (outputs/runs/<id>/)"
+	@echo "make test        set up, start the local stack, lint and run all tests"
+	@echo "make test-fast   unit tests only (no servers)"
+	@echo "make lab         JupyterLab on the project, kernel from .venv"
+	@echo "make stack-up | stack-down | stack-status   the embedded Kafka/S3/Redis stack"
+	@echo "make clean-data  stop the stack and delete its data (.stack/)"
+
+# System packages the stack needs (redis-server); installs them when it can.
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==26.3"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+stack-up: install
+	$(PY) -m ridematch_nb stack up --params $(PARAMS)
+
+stack-down:
+	@if [ -x $(PY) ]; then $(PY) -m ridematch_nb stack down --params $(PARAMS); else echo "no .venv: nothing to stop"; fi
+
+stack-status: install
+	$(PY) -m ridematch_nb stack status --params $(PARAMS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: install lint stack-up
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not integration and not notebooks" $(PYTEST_ARGS)
+
+lab: stack-up
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=.
+
+clean-data: stack-down
+	rm -rf .stack

@@ -1,0 +1,3 @@
+from ridematch_nb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,84 @@
+import random
+import socket
+from dataclasses import replace
+
+import pytest
+
+from ridematch_nb.config import StackSettings
+from ridematch_nb.stack import GRPC_OFFSET, LOOPBACK, LocalStack, StackError, port_is_free
+
+
+def test_up_twice_is_harmless(stack):
+    before = stack.pids()
+    again = stack.up()
+    assert {s.name for s in again} == {"s3", "kafka", "redis"}
+    assert all(s.reused and s.healthy for s in again)
+    assert stack.pids() == before
+
+
+def test_status_reports_every_service_healthy(stack):
+    statuses = {s.name: s for s in stack.status()}
+    assert set(statuses) == {"s3", "kafka", "redis"}
+    for st in statuses.values():
+        assert st.healthy and st.running and st.pid, st
+        assert st.rss_mb and st.rss_mb > 0
+    assert statuses["kafka"].endpoint == stack.settings.kafka_bootstrap
+
+
+def test_every_listening_socket_is_on_loopback(stack):
+    listening = stack.listening_addresses()
+    assert set(listening) == {"s3", "kafka", "redis"}
+    for name, addrs in listening.items():
+        assert addrs, f"{name} listens nowhere"
+        assert all(a.startswith(f"{LOOPBACK}:") for a in addrs), (name, addrs)
+
+
+def _free_port() -> int:
+    """A free port whose SeaweedFS gRPC twin (+10000) is free too."""
+    for port in random.sample(range(30000, 50000), 200):
+        if port_is_free(port) and port_is_free(port + GRPC_OFFSET):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def test_busy_port_gives_one_clear_error_and_starts_nothing(stack, tmp_path):
+    """A second stack on other ports, with its Redis port held by a stranger."""
+    base = stack.settings
+    redis_port = _free_port()
+    other = replace(
+        base,
+        kafka_bootstrap=f"{LOOPBACK}:{_free_port()}",
+        s3_endpoint=f"http://{LOOPBACK}:{_free_port()}",
+        redis_url=f"redis://{LOOPBACK}:{redis_port}/0",
+        secrets_file=tmp_path / "secrets.env",
+        stack=StackSettings(tmp_path / "stack", "b", _free_port(), _free_port(), _free_port(), 5),
+    )
+    with socket.socket() as squatter:
+        squatter.bind((LOOPBACK, redis_port))
+        squatter.listen()
+        second = LocalStack(other)
+        with pytest.raises(StackError) as err:
+            second.up()
+    message = str(err.value)
+    assert err.value.service == "redis" and err.value.port == redis_port
+    assert f"{LOOPBACK}:{redis_port}" in message and "already in use" in message
+    assert "fix:" in message
+    assert second.pids() == {}
+
+
+def test_missing_binary_names_the_service_and_the_fix(stack, tmp_path, monkeypatch):
+    import ridematch_nb.stack as stack_mod
+
+    monkeypatch.setattr(stack_mod, "redis_binary", lambda: None)
+    other = replace(
+        stack.settings,
+        redis_url=f"redis://{LOOPBACK}:{_free_port()}/0",
+        kafka_bootstrap=f"{LOOPBACK}:{_free_port()}",
+        s3_endpoint=f"http://{LOOPBACK}:{_free_port()}",
+        secrets_file=tmp_path / "secrets.env",
+        stack=StackSettings(tmp_path / "stack", "b", _free_port(), _free_port(), _free_port(), 5),
+    )
+    with pytest.raises(
+        StackError, match=r"redis .*binary not found[\s\S]*apt-get install redis-server"
+    ):
+        LocalStack(other).up()
