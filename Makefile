@@ -55,6 +55,9 @@ test: install lint stack-up
 test-fast: install
 	$(VENV)/bin/pytest -m "not integration and not notebooks" $(PYTEST_ARGS)
 
+demo: stack-up
+	$(PY) -m ridematch_nb run --params $(PARAMS)
+
 lab: stack-up
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=.
 

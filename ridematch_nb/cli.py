@@ -32,7 +32,76 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _settings(args: argparse.Namespace):
+    """Settings for a command; with the embedded stack, its generated S3 keys too."""
+    settings = load_settings(args.params)
+    if settings.stack is not None and settings.secrets_file and settings.secrets_file.exists():
+        from ridematch_nb.stack import ensure_secrets
+
+        settings = ensure_secrets(settings)
+    return settings
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from ridematch_nb import generate
+    from ridematch_nb.sim import WorldParams
+
+    print("🚀 Starting RideMatch data generator...")
+    world = WorldParams(
+        seed=args.seed,
+        n_drivers=args.drivers,
+        n_riders=args.riders,
+        start=args.start,
+        driver_updates_per_tick=args.updates_per_tick,
+        request_rate=args.request_rate,
+    )
+    summary = generate.run(
+        _settings(args),
+        world,
+        mode=args.mode,
+        hours=args.hours,
+        seconds=args.seconds,
+        partitions=args.partitions,
+        reset_topic=not args.keep_topic,
+    )
+    if args.mode == "backfill":
+        print(
+            f"✅ Backfill: {summary.delivered} events delivered in {summary.seconds:.1f} s "
+            f"({summary.events_per_s:,.0f} events/s); by type {summary.by_type}"
+        )
+    return 0 if summary.failed == 0 else 1
+
+
+def _cmd_check_events(args: argparse.Namespace) -> int:
+    from ridematch_nb.kafka_io import latest_records, pretty
+
+    settings = _settings(args)
+    records = latest_records(settings, settings.topic, args.n)
+    print(
+        f"Latest {len(records)} event(s) in topic {settings.topic} at {settings.kafka_bootstrap}:"
+    )
+    for record in records:
+        print(pretty(record))
+    if not records:
+        print("no events: run the generator (python -m ridematch_nb generate)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ridematch_nb.pipeline import ChainError, run_chain, summary_text
+
+    try:
+        result = run_chain(args.params or "params/local.yaml", only=args.only)
+    except ChainError as exc:
+        print(f"\n✗ {exc}", file=sys.stderr)
+        return 1
+    print("\n" + summary_text(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ridematch_nb.sim import WorldParams
+
     parser = argparse.ArgumentParser(prog="python -m ridematch_nb", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +110,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--params", default=None, help="params file (default params/local.yaml)")
     p.set_defaults(func=_cmd_stack)
+
+    WorldParams()  # the simulator's own defaults
+    p = sub.add_parser("generate", help="simulate the marketplace and publish events to Kafka")
+    p.add_argument(
+        "--mode",
+        choices=["realtime", "backfill"],
+        default="realtime",
+        help="realtime: a tick a second until Ctrl+C (default); backfill: simulated clock",
+    )
+    p.add_argument("--seconds", type=float, default=None, help="realtime: stop after this long")
+    p.add_argument("--hours", type=float, default=24.0, help="backfill: simulated hours")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--drivers", type=int, default=1000)
+    p.add_argument("--riders", type=int, default=5000)
+    p.add_argument(
+        "--start", default="2026-10-05T00:00:00Z", help="backfill: first simulated second"
+    )
+    p.add_argument("--updates-per-tick", type=float, default=10.0)
+    p.add_argument("--request-rate", type=float, default=0.3, help="mean rider requests per tick")
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument(
+        "--keep-topic", action="store_true", help="backfill: append instead of recreating the topic"
+    )
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("check-events", help="print the latest N events of the topic")
+    p.add_argument("n", nargs="?", type=int, default=10)
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_check_events)
+
+    p = sub.add_parser("run", help="run the notebook chain into outputs/runs/<run-id>/")
+    p.add_argument("--params", default=None, help="params file (default params/local.yaml)")
+    p.add_argument("--only", nargs="+", default=None, help="notebook names or numbers, e.g. 01 02")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 
@@ -53,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "botocore", "urllib3", "s3fs", "aiobotocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    from ridematch_nb.kafka_io import KafkaUnavailable
     from ridematch_nb.stack import StackError
 
     try:
         return args.func(args)
-    except (ConfigError, StackError) as exc:
+    except (ConfigError, StackError, KafkaUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

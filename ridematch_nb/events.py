@@ -71,7 +71,11 @@ SCHEMAS: dict[str, dict[str, Field]] = {
 }
 EVENT_TYPES = tuple(SCHEMAS)
 # Which field is the Kafka key (the entity whose events must stay ordered).
-KEY_FIELD = {"driver_update": "driver_id", "rider_request": "rider_id", "offer_outcome": "driver_id"}
+KEY_FIELD = {
+    "driver_update": "driver_id",
+    "rider_request": "rider_id",
+    "offer_outcome": "driver_id",
+}
 
 # The seed's own examples, kept verbatim: our events must read like these.
 SEED_EXAMPLES: dict[str, dict[str, Any]] = {
@@ -153,7 +157,9 @@ def _check(name: str, spec: Field, value: Any) -> None:
     if not math.isfinite(value):
         raise InvalidEvent("bad_field", f"{name}={value!r} is not finite")
     if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
-        reason = "out_of_range" if name in ("lat", "lon", "driver_lat", "driver_lon") else "bad_field"
+        reason = (
+            "out_of_range" if name in ("lat", "lon", "driver_lat", "driver_lon") else "bad_field"
+        )
         raise InvalidEvent(reason, f"{name}={value!r} outside [{spec.low}, {spec.high}]")
 
 
@@ -190,3 +196,30 @@ def encode(event: dict[str, Any]) -> bytes:
 
 def key_of(event: dict[str, Any]) -> bytes:
     return str(event[KEY_FIELD[event["event_type"]]]).encode()
+
+
+def to_frames(values) -> tuple[dict[str, Any], dict[str, int]]:
+    """Raw values to one pandas DataFrame per event type (timestamps as UTC), plus a count
+    of values that broke the contract, by reason. Nothing is dropped silently."""
+    import pandas as pd
+
+    rows: dict[str, list[dict]] = {t: [] for t in EVENT_TYPES}
+    rejected: dict[str, int] = {}
+    for raw in values:
+        try:
+            event = decode(raw)
+        except InvalidEvent as exc:
+            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+            continue
+        rows[event["event_type"]].append(event)
+    frames = {}
+    for etype, items in rows.items():
+        df = pd.DataFrame(items, columns=list(SCHEMAS[etype]))
+        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        for point in ("origin", "dest"):
+            if point in df:
+                df[[f"{point}_lat", f"{point}_lon"]] = pd.DataFrame(
+                    df.pop(point).tolist() or None, index=df.index, columns=["lat", "lon"]
+                )
+        frames[etype] = df
+    return frames, rejected

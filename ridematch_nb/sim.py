@@ -20,12 +20,14 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from ridematch_nb.events import LAT_RANGE, LON_RANGE, VEHICLES, format_ts, parse_ts
 
+CITY_TZ = ZoneInfo("America/New_York")  # demand, shifts and traffic follow local time
 STATUS = ("idle", "en_route", "on_trip", "offline")
 IDLE, EN_ROUTE, ON_TRIP, OFFLINE = range(4)
 WINDOW_S = 7 * 24 * 3600  # accept_rate_7d / avg_response_ms look back this far
@@ -33,19 +35,58 @@ KM_PER_DEG_LAT = 110.57
 KM_PER_DEG_LON = 111.32 * math.cos(math.radians(40.73))
 
 # Hot spots: (name, lat, lon, spread in degrees).
-BUSINESS = [("midtown", 40.754, -73.984, 0.008), ("fidi", 40.707, -74.010, 0.005),
-            ("downtown_bk", 40.693, -73.988, 0.005)]
-NIGHTLIFE = [("lower_east_side", 40.717, -73.986, 0.005), ("east_village", 40.727, -73.983, 0.005),
-             ("williamsburg", 40.714, -73.958, 0.006), ("chelsea", 40.745, -74.000, 0.005)]
-RESIDENTIAL = [("upper_west_side", 40.787, -73.975, 0.010), ("upper_east_side", 40.773, -73.955, 0.010),
-               ("harlem", 40.812, -73.945, 0.010), ("astoria", 40.764, -73.922, 0.010),
-               ("park_slope", 40.672, -73.978, 0.010), ("long_island_city", 40.745, -73.948, 0.007),
-               ("bushwick", 40.695, -73.918, 0.010), ("washington_heights", 40.845, -73.937, 0.010)]
+BUSINESS = [
+    ("midtown", 40.754, -73.984, 0.008),
+    ("fidi", 40.707, -74.010, 0.005),
+    ("downtown_bk", 40.693, -73.988, 0.005),
+]
+NIGHTLIFE = [
+    ("lower_east_side", 40.717, -73.986, 0.005),
+    ("east_village", 40.727, -73.983, 0.005),
+    ("williamsburg", 40.714, -73.958, 0.006),
+    ("chelsea", 40.745, -74.000, 0.005),
+]
+RESIDENTIAL = [
+    ("upper_west_side", 40.787, -73.975, 0.010),
+    ("upper_east_side", 40.773, -73.955, 0.010),
+    ("harlem", 40.812, -73.945, 0.010),
+    ("astoria", 40.764, -73.922, 0.010),
+    ("park_slope", 40.672, -73.978, 0.010),
+    ("long_island_city", 40.745, -73.948, 0.007),
+    ("bushwick", 40.695, -73.918, 0.010),
+    ("washington_heights", 40.845, -73.937, 0.010),
+]
 AIRPORTS = [("jfk", 40.645, -73.785, 0.006), ("lga", 40.775, -73.873, 0.004)]
 
 # Relative demand by hour of day (mean 1): a night trough, morning and evening peaks.
-DEMAND = np.array([0.35, 0.25, 0.18, 0.15, 0.2, 0.35, 0.7, 1.2, 1.6, 1.3, 1.0, 1.0,
-                   1.1, 1.05, 1.05, 1.15, 1.35, 1.6, 1.7, 1.45, 1.2, 1.05, 0.85, 0.6])
+DEMAND = np.array(
+    [
+        0.35,
+        0.25,
+        0.18,
+        0.15,
+        0.2,
+        0.35,
+        0.7,
+        1.2,
+        1.6,
+        1.3,
+        1.0,
+        1.0,
+        1.1,
+        1.05,
+        1.05,
+        1.15,
+        1.35,
+        1.6,
+        1.7,
+        1.45,
+        1.2,
+        1.05,
+        0.85,
+        0.6,
+    ]
+)
 DEMAND = DEMAND / DEMAND.mean()
 
 
@@ -80,9 +121,9 @@ class WorldParams:
     """Everything that shapes the simulated world; one set + a seed = one event stream."""
 
     seed: int = 42
-    n_drivers: int = 200
-    n_riders: int = 2000
-    start: str = "2026-10-05T00:00:00Z"
+    n_drivers: int = 1000
+    n_riders: int = 5000
+    start: str = "2026-10-05T04:00:00Z"  # midnight in New York
     driver_updates_per_tick: float = 10.0
     request_rate: float = 0.3
     offer_timeout_s: int = 15
@@ -122,6 +163,7 @@ class World:
         self.rng = np.random.default_rng(params.seed)
         self.t = start_epoch if start_epoch is not None else int(parse_ts(params.start).timestamp())
         self._seq = 0
+        self._hour_start, self._hour = -(10**12), 0
         self._heap: list[tuple[int, int, str, tuple]] = []
         self.requests_unfulfilled = 0
         self._init_drivers()
@@ -147,8 +189,9 @@ class World:
         self.propensity = rng.normal(1.6, 0.9, n)
         self.resp_mean_ms = np.exp(rng.normal(math.log(1200), 0.5, n)).clip(250, 8000)
         # Shifts: most drivers work days, some evenings, a few nights; 7-11 hours.
-        self.shift_start = rng.choice([5, 7, 9, 12, 15, 18, 21], n,
-                                      p=[0.1, 0.25, 0.2, 0.15, 0.15, 0.1, 0.05])
+        self.shift_start = rng.choice(
+            [5, 7, 9, 12, 15, 18, 21], n, p=[0.1, 0.25, 0.2, 0.15, 0.15, 0.1, 0.05]
+        )
         self.shift_len = rng.integers(7, 12, n)
         # Movement as segments: position interpolates from (lat0, lon0) at t0 to (lat1, lon1) at t1.
         self.lat0, self.lon0 = self.home_lat.copy(), self.home_lon.copy()
@@ -172,7 +215,12 @@ class World:
 
     @property
     def hour(self) -> int:
-        return datetime.fromtimestamp(self.t, tz=UTC).hour
+        """Local hour in New York (timestamps stay UTC); recomputed once per hour."""
+        if not self._hour_start <= self.t < self._hour_start + 3600:
+            local = datetime.fromtimestamp(self.t, tz=CITY_TZ)
+            self._hour = local.hour
+            self._hour_start = self.t - local.minute * 60 - local.second
+        return self._hour
 
     def _on_shift(self, i: int, hour: int) -> bool:
         return (hour - int(self.shift_start[i])) % 24 < int(self.shift_len[i])
@@ -180,13 +228,17 @@ class World:
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
         span = np.maximum(self.t1 - self.t0, 1e-9)
         frac = ((self.t - self.t0) / span).clip(0.0, 1.0)
-        return self.lat0 + (self.lat1 - self.lat0) * frac, self.lon0 + (self.lon1 - self.lon0) * frac
+        return self.lat0 + (self.lat1 - self.lat0) * frac, self.lon0 + (
+            self.lon1 - self.lon0
+        ) * frac
 
     def _position(self, i: int) -> tuple[float, float]:
         span = max(self.t1[i] - self.t0[i], 1e-9)
         frac = min(max((self.t - self.t0[i]) / span, 0.0), 1.0)
-        return (float(self.lat0[i] + (self.lat1[i] - self.lat0[i]) * frac),
-                float(self.lon0[i] + (self.lon1[i] - self.lon0[i]) * frac))
+        return (
+            float(self.lat0[i] + (self.lat1[i] - self.lat0[i]) * frac),
+            float(self.lon0[i] + (self.lon1[i] - self.lon0[i]) * frac),
+        )
 
     def _move(self, i: int, lat: float, lon: float, kmh: float) -> int:
         """Start driver i towards (lat, lon); returns the arrival time."""
@@ -284,7 +336,9 @@ class World:
         pickup = float(km[i])
         trip = float(distance_km(origin[0], origin[1], dest[0], dest[1]))
         p = accept_probability(float(self.propensity[i]), pickup, self.hour, trip)
-        response = float(self.resp_mean_ms[i] * math.exp(self.rng.normal(0, 0.35)) * (1 + 0.08 * pickup))
+        response = float(
+            self.resp_mean_ms[i] * math.exp(self.rng.normal(0, 0.35)) * (1 + 0.08 * pickup)
+        )
         accepted = bool(self.rng.random() < p)
         timeout_ms = self.p.offer_timeout_s * 1000
         if response >= timeout_ms:
@@ -299,7 +353,7 @@ class World:
             "rider_id": rider_id,
             "offer_rank": rank,
             "accepted": accepted,
-            "response_ms": int(round(response)),
+            "response_ms": round(response),
             "pickup_km": round(pickup, 4),
             "driver_lat": round(float(lat[i]), 6),
             "driver_lon": round(float(lon[i]), 6),
@@ -383,5 +437,5 @@ class World:
 def simulate(params: WorldParams, hours: float) -> Iterator[dict]:
     """Backfill: every event of ``hours`` simulated hours from ``params.start``, in order."""
     world = World(params)
-    for _ in range(int(round(hours * 3600))):
+    for _ in range(round(hours * 3600)):
         yield from world.step()

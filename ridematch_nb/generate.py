@@ -1,0 +1,184 @@
+"""Run the simulated world into Kafka: ``backfill`` (simulated clock, as fast as the
+producer allows) or ``realtime`` (a tick a second, the seed generator's behaviour)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from tqdm.auto import tqdm
+
+from ridematch_nb.config import Settings
+from ridematch_nb.events import encode, format_ts, key_of
+from ridematch_nb.kafka_io import Delivery, Publisher, connect_producer, ensure_topic
+from ridematch_nb.sim import World, WorldParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateSummary:
+    """What a generator run did; every count comes from the producer's acknowledgements."""
+
+    mode: str
+    topic: str
+    partitions: int
+    seed: int
+    sim_start: str
+    sim_end: str
+    ticks: int
+    by_type: dict[str, int]
+    sent: int
+    delivered: int
+    failed: int
+    seconds: float
+    events_per_s: float
+    requests_unfulfilled: int
+    stream_sha256: str  # digest of every (key, value) in order: same seed + params, same digest
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _summary(mode, topic, parts, world, start, ticks, counts, delivery, t0, digest):
+    seconds = time.perf_counter() - t0
+    return GenerateSummary(
+        mode=mode,
+        topic=topic,
+        partitions=parts,
+        seed=world.p.seed,
+        sim_start=format_ts(start),
+        sim_end=format_ts(world.t),
+        ticks=ticks,
+        by_type=dict(sorted(counts.items())),
+        sent=delivery.sent,
+        delivered=delivery.delivered,
+        failed=delivery.failed,
+        seconds=round(seconds, 3),
+        events_per_s=round(delivery.delivered / max(seconds, 1e-9), 1),
+        requests_unfulfilled=world.requests_unfulfilled,
+        stream_sha256=digest.hexdigest(),
+        errors=delivery.errors,
+    )
+
+
+def _emit(world: World, pub: Publisher, counts: Counter, digest) -> int:
+    events = world.step()
+    for event in events:
+        key, value = key_of(event), encode(event)
+        digest.update(key + b"\0" + value + b"\n")
+        pub.send(key, value)
+        counts[event["event_type"]] += 1
+    return len(events)
+
+
+def backfill(
+    settings: Settings,
+    params: WorldParams,
+    hours: float,
+    partitions: int = 6,
+    reset_topic: bool = True,
+    topic: str | None = None,
+    progress: bool = True,
+) -> GenerateSummary:
+    """Simulate ``hours`` from ``params.start`` and publish every event.
+
+    ``reset_topic`` recreates the topic first, so the topic holds exactly this history
+    (a rerun with the same seed then yields the same topic, not a second copy).
+    """
+    if hours <= 0:
+        raise ValueError(f"parameter hours={hours!r} must be positive")
+    topic = topic or settings.topic
+    parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
+    pub = Publisher(connect_producer(settings), topic)
+    world, counts, digest = World(params), Counter(), hashlib.sha256()
+    start, ticks = world.t, round(hours * 3600)
+    t0 = time.perf_counter()
+    try:
+        with tqdm(
+            total=ticks,
+            unit="sim-s",
+            desc=f"backfill {hours:g} h",
+            disable=not progress,
+            mininterval=0.5,
+        ) as bar:
+            for tick in range(ticks):
+                _emit(world, pub, counts, digest)
+                if tick % 600 == 599:
+                    bar.update(600)
+                    bar.set_postfix(delivered=pub.delivery.delivered, refresh=False)
+            bar.update(ticks - bar.n)
+            delivery = pub.flush()
+    finally:
+        pub.close()
+    return _summary("backfill", topic, parts, world, start, ticks, counts, delivery, t0, digest)
+
+
+def run(
+    settings: Settings,
+    params: WorldParams,
+    mode: str = "backfill",
+    hours: float = 24.0,
+    seconds: float | None = None,
+    partitions: int = 6,
+    reset_topic: bool = True,
+) -> GenerateSummary:
+    """The generator in one of its two modes (the notebook's and CLI's entry point)."""
+    if mode == "backfill":
+        return backfill(settings, params, hours, partitions=partitions, reset_topic=reset_topic)
+    if mode == "realtime":
+        return realtime(settings, params, seconds=seconds, partitions=partitions)
+    raise ValueError(f"parameter mode={mode!r} must be 'backfill' or 'realtime'")
+
+
+def progress_line(batch: int, sent_now: int, delivery: Delivery) -> str:
+    """The seed generator's progress line."""
+    return (
+        f"📊 Batch #{batch}: Sent {sent_now} events | Delivered: {delivery.delivered} | "
+        f"Total: {delivery.sent} | Pending: {delivery.pending}"
+    )
+
+
+def realtime(
+    settings: Settings,
+    params: WorldParams,
+    seconds: float | None = None,
+    partitions: int = 6,
+    topic: str | None = None,
+    say: Callable[[str], None] = print,
+    every: int = 10,
+) -> GenerateSummary:
+    """A tick a second on the wall clock until ``seconds`` pass or Ctrl+C; flushes, then sums up."""
+    topic = topic or settings.topic
+    say(f"📡 Connecting to Kafka at {settings.kafka_bootstrap}...")
+    pub = Publisher(connect_producer(settings), topic)
+    parts = ensure_topic(settings, topic, partitions)
+    say("✅ Connected to Kafka!")
+    say(f"📨 Sending events to topic: {topic}")
+    say("✅ Generating events... (Ctrl+C to stop)")
+    start = int(time.time())
+    world, counts, digest = World(params, start_epoch=start), Counter(), hashlib.sha256()
+    t0, ticks = time.perf_counter(), 0
+    try:
+        while seconds is None or ticks < seconds:
+            sent_now = _emit(world, pub, counts, digest)
+            ticks += 1
+            if ticks % every == 0:
+                say(progress_line(ticks, sent_now, pub.delivery))
+            time.sleep(max(0.0, start + ticks - time.time()))
+    except KeyboardInterrupt:
+        say("\n🛑 Stopping: flushing what is pending...")
+    finally:
+        delivery = pub.flush()
+        pub.close()
+    summary = _summary("realtime", topic, parts, world, start, ticks, counts, delivery, t0, digest)
+    say(
+        f"✅ Done: {summary.delivered} delivered, {summary.failed} failed, "
+        f"by type {summary.by_type}"
+    )
+    return summary

@@ -1,0 +1,166 @@
+"""The notebook chain: discover the stage notebooks, run them in order with papermill
+into ``outputs/runs/<run-id>/``, and keep what each one recorded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ridematch_nb.config import PROJECT_ROOT, ConfigError, load_settings, resolve_path
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+RUNS_DIR = PROJECT_ROOT / "outputs" / "runs"
+# Parameters every stage notebook takes; the runner fills them in.
+COMMON_PARAMS = ("params_file", "run_dir")
+
+
+class ChainError(RuntimeError):
+    """A notebook of the chain failed; the message has the failing cell's error."""
+
+
+def discover(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The stage notebooks, in order: ``NN_name.ipynb``."""
+    return sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def run_folder(run_dir: str | Path = "") -> Path:
+    """The folder a notebook writes to: the given one, or outputs/runs/interactive."""
+    path = resolve_path(run_dir) if str(run_dir) else RUNS_DIR / "interactive"
+    (path / "figures").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record(run_dir: str | Path, notebook: str, figures: dict[str, Any]) -> Path:
+    """Write a notebook's key figures as JSON beside its executed copy."""
+    path = run_folder(run_dir) / f"{notebook}.json"
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def load_record(run_dir: str | Path, notebook: str) -> dict[str, Any]:
+    return json.loads((resolve_path(run_dir) / f"{notebook}.json").read_text())
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    import papermill
+
+    return papermill.inspect_notebook(str(path))
+
+
+@dataclass
+class ChainResult:
+    run_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, dict] = field(default_factory=dict)
+
+
+def _check_params(nb: Path, given: dict[str, Any]) -> None:
+    known = notebook_parameters(nb)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{nb.name} has no parameter(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(known))}"
+        )
+
+
+def _failure(nb: Path, out: Path, exc: Exception) -> ChainError:
+    cell = getattr(exc, "exec_count", None)
+    name, value = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    where = f"cell [{cell}]" if cell else "a cell"
+    return ChainError(
+        f"{nb.stem} failed in {where}: {name}: {value}\n"
+        f"  executed notebook with the full traceback: {out}"
+    )
+
+
+def run_chain(
+    params_file: str | Path = "params/local.yaml",
+    only: list[str] | None = None,
+    run_dir: str | Path | None = None,
+    say=print,
+) -> ChainResult:
+    """Run the stage notebooks in order; stop at the first failure with its error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    settings = load_settings(params_file)
+    notebooks = discover()
+    if only:
+        wanted = set(only)
+        notebooks = [nb for nb in notebooks if nb.stem in wanted or nb.stem[:2] in wanted]
+        missing = wanted - {nb.stem for nb in notebooks} - {nb.stem[:2] for nb in notebooks}
+        if missing:
+            raise ConfigError(
+                f"--only: no notebook named {', '.join(sorted(missing))}; "
+                f"have {', '.join(nb.stem for nb in discover())}"
+            )
+    folder = run_folder(run_dir or RUNS_DIR / new_run_id())
+    result = ChainResult(folder)
+    plan = {}
+    for nb in notebooks:
+        given = dict(settings.notebooks.get(nb.stem) or {})
+        _check_params(nb, given)
+        plan[nb.stem] = {**given, "params_file": str(settings.params_file), "run_dir": str(folder)}
+    (folder / "params.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    say(f"run folder: {folder}")
+    for nb in notebooks:
+        out = folder / nb.name
+        say(f"▶ {nb.stem} ...")
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(out),
+                parameters=plan[nb.stem],
+                kernel_name="python3",
+                cwd=str(PROJECT_ROOT),
+                progress_bar=False,
+            )
+        except PapermillExecutionError as exc:
+            result.timings[nb.stem] = round(time.perf_counter() - t0, 2)
+            _write_timings(folder, result)
+            raise _failure(nb, out, exc) from None
+        result.timings[nb.stem] = round(time.perf_counter() - t0, 2)
+        say(f"  done in {result.timings[nb.stem]:.1f} s")
+        record_file = folder / f"{nb.stem}.json"
+        if record_file.exists():
+            result.figures[nb.stem] = json.loads(record_file.read_text())
+        _write_timings(folder, result)
+    return result
+
+
+def _write_timings(folder: Path, result: ChainResult) -> None:
+    (folder / "timings.json").write_text(json.dumps(result.timings, indent=2))
+
+
+def headline(figures: dict[str, Any]) -> dict[str, Any]:
+    """The scalar figures worth a line in the summary (nested tables stay in the JSON)."""
+    return {
+        k: v for k, v in figures.items() if isinstance(v, int | float | str) and len(str(v)) < 40
+    }
+
+
+def summary_text(result: ChainResult) -> str:
+    lines = [f"Run folder: {result.run_dir}", ""]
+    for stem, seconds in result.timings.items():
+        lines.append(f"{stem}  ({seconds:.1f} s)")
+        for key, value in headline(result.figures.get(stem, {})).items():
+            lines.append(f"    {key:<28} {value}")
+    figures = sorted(p.name for p in (result.run_dir / "figures").glob("*.png"))
+    lines += ["", f"Figures ({len(figures)}): {result.run_dir / 'figures'}"]
+    return "\n".join(lines)

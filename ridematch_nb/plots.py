@@ -1,0 +1,173 @@
+"""Charts of the event stream. Each function takes DataFrames and returns a Figure;
+``save`` writes it as PNG into the run folder. Nothing here reads servers."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ridematch_nb.pipeline import run_folder
+from ridematch_nb.sim import AIRPORTS, BUSINESS, CITY_TZ, NIGHTLIFE, RESIDENTIAL
+
+COLORS = {"driver_update": "#4C72B0", "rider_request": "#DD8452", "offer_outcome": "#55A868"}
+STATUS_COLORS = {
+    "idle": "#55A868",
+    "en_route": "#DD8452",
+    "on_trip": "#4C72B0",
+    "offline": "#8C8C8C",
+}
+
+
+def figure_path(run_dir: str | Path, name: str) -> Path:
+    return run_folder(run_dir) / "figures" / f"{name}.png"
+
+
+def save(fig: Figure, run_dir: str | Path, name: str) -> None:
+    """Save a figure as ``<run_dir>/figures/<name>.png`` (the notebook still shows it inline)."""
+    fig.savefig(figure_path(run_dir, name), dpi=110, bbox_inches="tight")
+
+
+def events_over_time(frames: dict[str, pd.DataFrame], freq: str = "1h") -> Figure:
+    """Events per interval and type: the day's rhythm (demand peaks, driver shifts)."""
+    fig, axes = plt.subplots(3, 1, figsize=(10, 6.5), sharex=True)
+    for ax, (etype, df) in zip(axes, frames.items(), strict=True):
+        counts = df.set_index("timestamp").resample(freq).size() if len(df) else pd.Series()
+        ax.bar(
+            counts.index,
+            counts.values,
+            width=pd.Timedelta(freq) * 0.9,
+            align="edge",
+            color=COLORS[etype],
+        )
+        ax.set_ylabel("events")
+        ax.set_title(f"{etype} per {freq}", fontsize=10, loc="left")
+    axes[-1].set_xlabel("simulated time (UTC)")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def city_map(frames: dict[str, pd.DataFrame], max_points: int = 4000, seed: int = 0) -> Figure:
+    """Latest driver positions by status and request origins over New York's hot spots."""
+    drivers = frames["driver_update"]
+    latest = drivers.sort_values("timestamp").groupby("driver_id").tail(1)
+    requests = frames["rider_request"]
+    if len(requests) > max_points:
+        requests = requests.sample(max_points, random_state=seed)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.5), sharex=True, sharey=True)
+    ax = axes[0]
+    for status, color in STATUS_COLORS.items():
+        sel = latest[latest["status"] == status]
+        ax.scatter(sel["lon"], sel["lat"], s=6, c=color, label=f"{status} ({len(sel)})", alpha=0.8)
+    ax.set_title("drivers: latest position by status", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8, markerscale=2)
+    axes[1].hexbin(
+        requests["origin_lon"],
+        requests["origin_lat"],
+        gridsize=45,
+        cmap="Oranges",
+        mincnt=1,
+        bins="log",
+    )
+    axes[1].set_title(f"rider request origins (n={len(frames['rider_request'])})", fontsize=10)
+    for ax in axes:
+        for name, lat, lon, _ in BUSINESS + NIGHTLIFE + RESIDENTIAL + AIRPORTS:
+            ax.annotate(
+                name.replace("_", " "),
+                (lon, lat),
+                fontsize=6.5,
+                color="#333333",
+                ha="center",
+                va="bottom",
+            )
+        ax.set_aspect(1 / math.cos(math.radians(40.73)))
+        ax.set_xlabel("longitude")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("latitude")
+    fig.tight_layout()
+    return fig
+
+
+def local_hour(ts: pd.Series) -> pd.Series:
+    """Hour of day in New York, where the simulated riders and drivers live."""
+    return ts.dt.tz_convert(CITY_TZ).dt.hour
+
+
+def status_mix(frames: dict[str, pd.DataFrame]) -> Figure:
+    """Share of driver updates by status, per hour of day."""
+    df = frames["driver_update"]
+    table = (
+        df.assign(hour=local_hour(df["timestamp"]))
+        .pivot_table(index="hour", columns="status", values="driver_id", aggfunc="count")
+        .reindex(columns=list(STATUS_COLORS))
+        .fillna(0)
+    )
+    share = table.div(table.sum(axis=1), axis=0)
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    bottom = np.zeros(len(share))
+    for status in share.columns:
+        ax.bar(share.index, share[status], bottom=bottom, color=STATUS_COLORS[status], label=status)
+        bottom += share[status].values
+    ax.set_xlabel("hour of day (New York)")
+    ax.set_xticks(range(0, 24))
+    ax.set_xlim(-0.5, 23.5)
+    ax.set_ylabel("share of driver updates")
+    ax.set_title("driver status mix by hour", fontsize=10, loc="left")
+    ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    fig.tight_layout()
+    return fig
+
+
+def driver_stats(frames: dict[str, pd.DataFrame]) -> Figure:
+    """Distributions of each driver's latest rolling 7-day statistics."""
+    df = frames["driver_update"]
+    latest = df.sort_values("timestamp").groupby("driver_id").tail(1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].hist(latest["accept_rate_7d"], bins=30, color="#55A868")
+    axes[0].set_xlabel("accept_rate_7d (latest per driver)")
+    axes[1].hist(latest["avg_response_ms"], bins=30, color="#4C72B0")
+    axes[1].set_xlabel("avg_response_ms (latest per driver)")
+    for ax in axes:
+        ax.set_ylabel("drivers")
+    fig.tight_layout()
+    return fig
+
+
+def acceptance_table(offers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Acceptance rate (and count) by pickup distance band and by hour of day."""
+    edges = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 200]
+    labels = [f"{a:g}–{b:g}" if b < 200 else f">{a:g}" for a, b in pairwise(edges)]
+    bands = pd.cut(offers["pickup_km"], edges, labels=labels, include_lowest=True)
+    by_km = offers.groupby(bands, observed=True)["accepted"].agg(rate="mean", offers="count")
+    by_hour = offers.groupby(local_hour(offers["timestamp"]))["accepted"].agg(
+        rate="mean", offers="count"
+    )
+    return by_km, by_hour
+
+
+def acceptance(offers: pd.DataFrame) -> Figure:
+    """How offer acceptance falls with pickup distance and moves with the hour of day."""
+    by_km, by_hour = acceptance_table(offers)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].bar(by_km.index.astype(str), by_km["rate"], color="#55A868")
+    for x, (rate, n) in enumerate(zip(by_km["rate"], by_km["offers"], strict=True)):
+        axes[0].annotate(f"n={n}", (x, rate), ha="center", va="bottom", fontsize=7)
+    axes[0].set_xlabel("pickup distance (km)")
+    axes[0].set_ylabel("offers accepted")
+    axes[0].set_ylim(0, 1)
+    axes[1].plot(by_hour.index, by_hour["rate"], marker="o", color="#DD8452")
+    axes[1].set_xlabel("hour of day (New York)")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_xticks(range(0, 24, 3))
+    axes[1].set_xlim(-0.5, 23.5)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle("offer acceptance", fontsize=10, x=0.02, ha="left")
+    fig.tight_layout()
+    return fig
