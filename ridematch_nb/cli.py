@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kafka", "botocore", "urllib3", "s3fs", "aiobotocore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    for noisy in ("kafka", "botocore", "urllib3", "s3fs", "aiobotocore", "papermill"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     from ridematch_nb.kafka_io import KafkaUnavailable
     from ridematch_nb.stack import StackError
 

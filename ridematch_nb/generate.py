@@ -39,6 +39,7 @@ class GenerateSummary:
     events_per_s: float
     requests_unfulfilled: int
     stream_sha256: str  # digest of every (key, value) in order: same seed + params, same digest
+    offsets: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first, last]
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -63,6 +64,7 @@ def _summary(mode, topic, parts, world, start, ticks, counts, delivery, t0, dige
         events_per_s=round(delivery.delivered / max(seconds, 1e-9), 1),
         requests_unfulfilled=world.requests_unfulfilled,
         stream_sha256=digest.hexdigest(),
+        offsets=dict(sorted(delivery.offsets.items())),
         errors=delivery.errors,
     )
 
@@ -94,8 +96,8 @@ def backfill(
     if hours <= 0:
         raise ValueError(f"parameter hours={hours!r} must be positive")
     topic = topic or settings.topic
-    parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
     pub = Publisher(connect_producer(settings), topic)
+    parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
     world, counts, digest = World(params), Counter(), hashlib.sha256()
     start, ticks = world.t, round(hours * 3600)
     t0 = time.perf_counter()

@@ -33,28 +33,19 @@ class KafkaUnavailable(RuntimeError):
 
 def _unavailable(settings: Settings, attempts: int, exc: Exception) -> KafkaUnavailable:
     return KafkaUnavailable(
-        f"Kafka at {settings.kafka_bootstrap} is not reachable after {attempts} attempts "
-        f"({type(exc).__name__}: {exc}).\n  fix: start the local stack with `make stack-up`, "
+        f"Kafka at {settings.kafka_bootstrap} is not reachable after {attempts} attempt"
+        f"{'s' if attempts > 1 else ''} ({exc}).\n"
+        f"  fix: start the local stack with `make stack-up`, "
         f"or check services.kafka_bootstrap in {settings.params_file.name}"
     )
 
 
-def connect_producer(
-    settings: Settings, attempts: int = CONNECT_ATTEMPTS, backoff_s: float = 1.0, **overrides
-) -> KafkaProducer:
-    """An idempotent, acks=all producer; retries the connection ``attempts`` times."""
-    config = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "acks": "all",
-        "enable_idempotence": True,
-        "bootstrap_timeout_ms": 3000,
-        **PRODUCER_TUNING,
-        **overrides,
-    }
+def _connect(settings: Settings, make, attempts: int, backoff_s: float):
+    """Call ``make()`` until the broker answers, ``attempts`` times at most."""
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
-            return KafkaProducer(**config)
+            return make()
         except KafkaError as exc:
             last = exc
             log.warning(
@@ -69,15 +60,32 @@ def connect_producer(
     raise _unavailable(settings, attempts, last)
 
 
-def admin_client(settings: Settings) -> KafkaAdminClient:
-    try:
-        return KafkaAdminClient(
+def connect_producer(
+    settings: Settings, attempts: int = CONNECT_ATTEMPTS, backoff_s: float = 1.0, **overrides
+) -> KafkaProducer:
+    """An idempotent, acks=all producer; retries the connection ``attempts`` times."""
+    config = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "bootstrap_timeout_ms": 3000,
+        **PRODUCER_TUNING,
+        **overrides,
+    }
+    return _connect(settings, lambda: KafkaProducer(**config), attempts, backoff_s)
+
+
+def admin_client(settings: Settings, attempts: int = 1) -> KafkaAdminClient:
+    return _connect(
+        settings,
+        lambda: KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap,
-            bootstrap_timeout_ms=5000,
+            bootstrap_timeout_ms=3000,
             request_timeout_ms=10000,
-        )
-    except KafkaError as exc:
-        raise _unavailable(settings, 1, exc) from None
+        ),
+        attempts,
+        1.0,
+    )
 
 
 def ensure_topic(settings: Settings, topic: str, partitions: int, reset: bool = False) -> int:
@@ -105,13 +113,20 @@ class Delivery:
     delivered: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # partition -> [first, last] offset acknowledged: exactly where the records went
+    offsets: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
         return self.sent - self.delivered - self.failed
 
-    def _ok(self, _meta) -> None:
+    def _ok(self, meta) -> None:
         self.delivered += 1
+        span = self.offsets.get(meta.partition)
+        if span is None:
+            self.offsets[meta.partition] = [meta.offset, meta.offset]
+        else:
+            span[0], span[1] = min(span[0], meta.offset), max(span[1], meta.offset)
 
     def _err(self, exc: Exception) -> None:
         self.failed += 1
@@ -160,13 +175,18 @@ def _reader(settings: Settings, topic: str) -> tuple[KafkaConsumer, list[TopicPa
     return consumer, tps
 
 
-def _drain(consumer: KafkaConsumer, limit: int | None, idle_s: float) -> Iterator:
-    """Records until ``limit`` or until nothing arrives for ``idle_s`` seconds."""
+def _drain(
+    consumer: KafkaConsumer, tps: list[TopicPartition], limit: int | None, idle_s: float
+) -> Iterator:
+    """Records until ``limit``, or until every partition is past its reported end and
+    nothing has arrived for ``idle_s`` (the reported end alone can be short, see above)."""
+    ends = consumer.end_offsets(tps)
     seen, quiet_since = 0, time.monotonic()
     while limit is None or seen < limit:
         batch = consumer.poll(timeout_ms=250, max_records=5000)
         if not batch:
-            if time.monotonic() - quiet_since >= idle_s:
+            behind = [tp for tp in tps if ends[tp] > 0 and consumer.position(tp) <= ends[tp]]
+            if not behind and time.monotonic() - quiet_since >= idle_s:
                 return
             continue
         quiet_since = time.monotonic()
@@ -185,7 +205,7 @@ def read_records(
     consumer, tps = _reader(settings, topic)
     try:
         consumer.seek_to_beginning(*tps)
-        return list(_drain(consumer, max_events, idle_s))
+        return list(_drain(consumer, tps, max_events, idle_s))
     finally:
         consumer.close()
 
@@ -201,7 +221,7 @@ def latest_records(settings: Settings, topic: str, n: int, idle_s: float = 1.5) 
         ends = consumer.end_offsets(tps)
         for tp in tps:
             consumer.seek(tp, max(0, ends[tp] - n))
-        records = list(_drain(consumer, None, idle_s))
+        records = list(_drain(consumer, tps, None, idle_s))
     finally:
         consumer.close()
     records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))

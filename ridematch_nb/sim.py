@@ -200,7 +200,7 @@ class World:
         self.t1 = np.full(n, float(self.t))
         hour = self.hour
         self.status = np.array([IDLE if self._on_shift(i, hour) else OFFLINE for i in range(n)])
-        self.busy_until = np.zeros(n)  # a pending offer holds the driver until it resolves
+        self.held = np.zeros(n, dtype=bool)  # a pending offer holds the driver until it resolves
         self.history: list[deque] = [deque() for _ in range(n)]
         self.n_offers = np.zeros(n, dtype=np.int64)
         self.n_accepted = np.zeros(n, dtype=np.int64)
@@ -324,7 +324,7 @@ class World:
         """Offer the request to the nearest free idle driver not yet asked, if any."""
         request_id, rider_id, origin, dest = request
         lat, lon = self.positions()
-        free = (self.status == IDLE) & (self.busy_until <= self.t)
+        free = (self.status == IDLE) & ~self.held
         km = distance_km(lat, lon, origin[0], origin[1])
         km = np.where(free & (km <= self.p.dispatch_radius_km), km, np.inf)
         for i in tried:
@@ -344,7 +344,7 @@ class World:
         if response >= timeout_ms:
             accepted, response = False, float(timeout_ms)
         resolve = self.t + max(1, math.ceil(response / 1000))
-        self.busy_until[i] = resolve
+        self.held[i] = True
         outcome = {
             "event_type": "offer_outcome",
             "offer_id": self._uuid(),
@@ -362,6 +362,7 @@ class World:
         self._schedule(resolve, "resolve", (i, outcome, request, rank, tried | {i}))
 
     def _resolve(self, i: int, outcome: dict, request: tuple, rank: int, tried, out: list) -> None:
+        self.held[i] = False
         out.append(outcome)
         offered_at = int(parse_ts(outcome["timestamp"]).timestamp())
         acc = int(outcome["accepted"])
@@ -369,7 +370,7 @@ class World:
         self.n_offers[i] += 1
         self.n_accepted[i] += acc
         self.resp_sum[i] += outcome["response_ms"]
-        if acc and self.status[i] == IDLE:
+        if acc:
             origin = request[2]
             self.status[i] = EN_ROUTE
             arrive = self._move(i, origin[0], origin[1], speed_kmh(self.hour))
@@ -402,7 +403,7 @@ class World:
             if on and self.status[i] == OFFLINE:
                 self.status[i] = IDLE
                 out.append(self._driver_update(i))
-            elif not on and self.status[i] == IDLE and self.busy_until[i] <= self.t:
+            elif not on and self.status[i] == IDLE and not self.held[i]:
                 self._stop(i)
                 self.status[i] = OFFLINE
                 out.append(self._driver_update(i))

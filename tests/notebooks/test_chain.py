@@ -1,0 +1,113 @@
+"""The notebook chain with params/ci.yaml on the real stack; assertions on recorded figures."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ridematch_nb.config import PROJECT_ROOT, read_env_file, read_params
+from ridematch_nb.pipeline import discover, load_record, run_chain
+
+CI = read_params("params/ci.yaml")["notebooks"]
+
+
+@pytest.fixture(scope="module")
+def chain(stack, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_chain("params/ci.yaml", run_dir=run_dir, say=lambda *_: None)
+
+
+def test_every_notebook_ran_and_left_its_executed_copy(chain):
+    for nb in discover():
+        assert (chain.run_dir / nb.name).is_file()
+        assert nb.stem in chain.timings
+    assert (chain.run_dir / "params.yaml").is_file() and (chain.run_dir / "timings.json").is_file()
+
+
+def test_generate_figures_are_what_the_parameters_imply(chain):
+    gen = load_record(chain.run_dir, "01_generate")
+    p = CI["01_generate"]
+    assert gen["ticks"] == int(p["hours"] * 3600)
+    assert gen["sim_start"] == p["start"]
+    assert gen["partitions"] == p["partitions"]
+    assert gen["failed"] == 0 and gen["sent"] == gen["delivered"] == sum(gen["by_type"].values())
+    assert set(gen["by_type"]) == {"driver_update", "rider_request", "offer_outcome"}
+    # acknowledged offsets: a fresh topic, each partition filled from 0 without gaps
+    spans = {int(p): span for p, span in gen["offsets"].items()}
+    assert set(spans) <= set(range(p["partitions"])) and len(spans) >= 2
+    assert all(first == 0 for first, _ in spans.values())
+    assert sum(last + 1 for _, last in spans.values()) == gen["delivered"]
+    # about 10 driver updates a tick (plus one per driver at the start and status changes)
+    per_tick = gen["by_type"]["driver_update"] / gen["ticks"]
+    assert 9.5 < per_tick < 14
+
+
+def test_inspect_reads_back_exactly_what_was_delivered(chain):
+    gen, insp = load_record(chain.run_dir, "01_generate"), load_record(chain.run_dir, "02_inspect")
+    assert insp["events_read"] == gen["delivered"]
+    assert insp["by_type"] == gen["by_type"]
+    assert insp["rejected"] == {}
+    assert insp["drivers_seen"] == CI["01_generate"]["n_drivers"]
+    rates = list(insp["acceptance_by_km"].values())
+    assert rates[0] > rates[-1]  # acceptance falls with pickup distance
+
+
+def test_figures_are_written_as_png(chain):
+    pngs = sorted((chain.run_dir / "figures").glob("*.png"))
+    names = {p.stem for p in pngs}
+    assert {"events_over_time", "city_map", "status_mix", "driver_stats", "acceptance"} <= names
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_executed_notebooks_hold_no_secrets(chain, settings):
+    secrets = [v for v in read_env_file(settings.secrets_file).values() if len(v) > 6]
+    assert secrets
+    for path in chain.run_dir.rglob("*"):
+        if path.suffix in (".ipynb", ".json", ".yaml"):
+            text = path.read_text()
+            assert not any(s in text for s in secrets), path
+
+
+def test_papermill_runs_a_notebook_from_another_working_directory(stack, tmp_path):
+    out = tmp_path / "inspect.ipynb"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(PROJECT_ROOT / "notebooks" / "02_inspect.ipynb"),
+            str(out),
+            "-p",
+            "params_file",
+            "params/ci.yaml",
+            "-p",
+            "run_dir",
+            str(tmp_path),
+            "-p",
+            "max_events",
+            "2000",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "02_inspect.json").read_text())["events_read"] == 2000
+
+
+def test_a_failing_notebook_stops_the_chain_with_the_cells_error(stack, tmp_path, monkeypatch):
+    from ridematch_nb.pipeline import ChainError
+
+    bad = tmp_path / "ci-bad.yaml"
+    bad.write_text(
+        f"extends: {PROJECT_ROOT / 'params/ci.yaml'}\n"
+        "notebooks:\n  01_generate:\n    mode: sideways\n"
+    )
+    with pytest.raises(ChainError) as err:
+        run_chain(bad, run_dir=tmp_path / "run", say=lambda *_: None)
+    message = str(err.value)
+    assert "01_generate failed in cell" in message and "mode='sideways'" in message
+    assert not (tmp_path / "run" / "02_inspect.ipynb").exists()

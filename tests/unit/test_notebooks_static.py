@@ -1,0 +1,44 @@
+"""Every stage notebook is committed clean and accepts what the params files give it."""
+
+import json
+
+import pytest
+
+from ridematch_nb.config import PROJECT_ROOT, read_params
+from ridematch_nb.pipeline import COMMON_PARAMS, discover, notebook_parameters
+
+NOTEBOOKS = discover()
+PARAMS_FILES = sorted((PROJECT_ROOT / "params").glob("*.yaml"))
+
+
+def test_there_are_stage_notebooks():
+    assert len(NOTEBOOKS) >= 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_with_one_parameters_cell_and_kernel_python3(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    assert nb["cells"][0]["cell_type"] == "markdown"
+    for cell in code:
+        src = "".join(cell["source"])
+        assert "import *" not in src and "!pip" not in src and "%%writefile" not in src
+        assert "os.getcwd" not in src and "127.0.0.1" not in src and "localhost" not in src
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_takes_the_common_parameters(path):
+    assert set(COMMON_PARAMS) <= set(notebook_parameters(path))
+
+
+@pytest.mark.parametrize("params_file", PARAMS_FILES, ids=lambda p: p.name)
+def test_every_params_key_is_a_parameter_of_its_notebook(params_file):
+    stems = {nb.stem: nb for nb in NOTEBOOKS}
+    for stem, given in (read_params(params_file).get("notebooks") or {}).items():
+        assert stem in stems, f"{params_file.name}: no notebook {stem}"
+        unknown = set(given) - set(notebook_parameters(stems[stem]))
+        assert not unknown, f"{params_file.name}: {stem} has no parameter {unknown}"

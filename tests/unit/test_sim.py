@@ -1,0 +1,129 @@
+import hashlib
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from ridematch_nb import sim
+from ridematch_nb.events import encode, key_of, parse_ts
+from ridematch_nb.sim import DEMAND, World, WorldParams, simulate
+
+SMALL = {"n_drivers": 120, "n_riders": 400, "start": "2026-10-05T11:00:00Z"}
+
+
+def digest(params: WorldParams, hours: float) -> str:
+    h = hashlib.sha256()
+    for event in simulate(params, hours):
+        h.update(key_of(event) + b"\0" + encode(event) + b"\n")
+    return h.hexdigest()
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs():
+    a = digest(WorldParams(seed=7, **SMALL), 0.5)
+    assert a == digest(WorldParams(seed=7, **SMALL), 0.5)
+    assert a != digest(WorldParams(seed=8, **SMALL), 0.5)
+
+
+def test_a_wrong_parameter_names_itself():
+    with pytest.raises(ValueError, match="n_drivers"):
+        WorldParams(n_drivers=0)
+    with pytest.raises(ValueError, match="start"):
+        WorldParams(start="yesterday")
+
+
+@pytest.fixture(scope="module")
+def morning(request):
+    """Three busy hours with a short stats window, so the window's edge is exercised."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sim, "WINDOW_S", 3600)
+    params = WorldParams(seed=11, n_drivers=300, n_riders=1500, start="2026-10-05T11:00:00Z")
+    events = list(simulate(params, 3.0))
+    mp.undo()
+    return params, events
+
+
+def test_rolling_statistics_agree_with_the_offer_history(morning):
+    _, events = morning
+    history = defaultdict(list)  # driver -> [(offered_at, accepted, response_ms)]
+    checked = 0
+    for event in events:
+        if event["event_type"] == "offer_outcome":
+            offered = parse_ts(event["timestamp"]).timestamp()
+            history[event["driver_id"]].append((offered, event["accepted"], event["response_ms"]))
+        elif event["event_type"] == "driver_update":
+            now = parse_ts(event["timestamp"]).timestamp()
+            window = [h for h in history[event["driver_id"]] if h[0] >= now - 3600]
+            n = len(window)
+            accepted = sum(h[1] for h in window)
+            expected_rate = round((accepted + 1) / (n + 2), 4)
+            expected_ms = round((sum(h[2] for h in window) + 1500.0) / (n + 1))
+            assert event["accept_rate_7d"] == expected_rate
+            assert event["avg_response_ms"] == expected_ms
+            checked += n > 0
+    assert checked > 1000
+
+
+def test_dispatch_never_offers_to_a_busy_driver(morning):
+    params, events = morning
+    status = {}
+    held_until = {}  # driver -> end of the last offer it was holding
+    offers = 0
+    for event in events:
+        driver = event.get("driver_id")
+        if event["event_type"] == "driver_update":
+            status[driver] = (event["status"], event["timestamp"])
+        elif event["event_type"] == "offer_outcome":
+            offered = parse_ts(event["timestamp"]).timestamp()
+            state, since = status[driver]
+            assert state == "idle", (event, state, since)
+            assert offered >= held_until.get(driver, 0), "driver held two offers at once"
+            held_until[driver] = offered + max(1, -(-event["response_ms"] // 1000))
+            assert event["pickup_km"] <= params.dispatch_radius_km
+            offers += 1
+    assert offers > 500
+
+
+def test_acceptance_falls_with_pickup_distance(morning):
+    _, events = morning
+    offers = [e for e in events if e["event_type"] == "offer_outcome"]
+    x = np.array([[e["pickup_km"]] for e in offers])
+    y = np.array([e["accepted"] for e in offers])
+    coef = LogisticRegression().fit(x, y).coef_[0][0]
+    assert coef < -0.2
+    near = y[x[:, 0] < 1.0].mean()
+    far = y[x[:, 0] > 3.0].mean()
+    assert near > far + 0.2
+
+
+def test_offers_to_one_request_go_nearest_first_and_stop_at_acceptance(morning):
+    params, events = morning
+    by_request = defaultdict(list)
+    for e in events:
+        if e["event_type"] == "offer_outcome":
+            by_request[e["request_id"]].append(e)
+    for offers in by_request.values():
+        assert [o["offer_rank"] for o in offers] == list(range(1, len(offers) + 1))
+        assert not any(o["accepted"] for o in offers[:-1])
+        assert len(offers) <= params.max_offers
+        assert len({o["driver_id"] for o in offers}) == len(offers)
+
+
+def test_request_rate_follows_the_demand_curve():
+    params = WorldParams(
+        seed=5,
+        n_drivers=50,
+        n_riders=100,
+        request_rate=0.5,
+        start="2026-10-05T12:00:00Z",
+        driver_updates_per_tick=10,
+    )
+    world = World(params)
+    requests = updates = 0
+    for _ in range(3600):
+        for e in world.step():
+            requests += e["event_type"] == "rider_request"
+            updates += e["event_type"] == "driver_update"
+    expected = 3600 * 0.5 * DEMAND[8]  # 12:00 UTC is 8 am in New York (EDT)
+    assert abs(requests - expected) < 4 * expected**0.5
+    assert 9.5 * 3600 < updates < 11.5 * 3600
