@@ -87,6 +87,31 @@ def _cmd_check_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_etl(args: argparse.Namespace) -> int:
+    from ridematch_nb import etl
+
+    summary = etl.run(
+        _settings(args),
+        mode=args.mode,
+        group=args.group,
+        prefix=args.prefix or None,
+        idle_s=args.idle_s,
+        max_records=args.max_records or None,
+        roll_records=args.roll_records,
+        roll_event_s=args.roll_event_s,
+    )
+    print(
+        f"consumed {summary.consumed} = landed {sum(summary.landed.values())} "
+        f"{summary.landed} + rejected {sum(summary.rejected.values())} {summary.rejected}"
+    )
+    print(
+        f"{summary.files_written} files in {summary.chunks} chunks, {summary.seconds:.1f} s "
+        f"({summary.events_per_s:,.0f} events/s); partitions {summary.partitions}; "
+        f"lag {summary.lag}"
+    )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ridematch_nb.pipeline import ChainError, run_chain, summary_text
 
@@ -141,6 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_check_events)
 
+    p = sub.add_parser("etl", help="Kafka -> validated parquet in S3 (one worker of the group)")
+    p.add_argument(
+        "--mode",
+        choices=["drain", "follow"],
+        default="drain",
+        help="drain: stop when caught up and idle (default); follow: until Ctrl+C",
+    )
+    p.add_argument("--group", default="ridematch-etl", help="consumer group")
+    p.add_argument(
+        "--prefix",
+        default="",
+        help="dataset root inside the bucket (default: the profile's services.prefix)",
+    )
+    p.add_argument("--idle-s", type=float, default=5.0, help="drain: quiet seconds before stopping")
+    p.add_argument("--max-records", type=int, default=0, help="stop after this many (0: no bound)")
+    p.add_argument("--roll-records", type=int, default=100_000, help="records per file chunk")
+    p.add_argument(
+        "--roll-event-s", type=float, default=3600.0, help="event-time span that closes a chunk"
+    )
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_etl)
+
     p = sub.add_parser("run", help="run the notebook chain into outputs/runs/<run-id>/")
     p.add_argument("--params", default=None, help="params file (default params/local.yaml)")
     p.add_argument("--only", nargs="+", default=None, help="notebook names or numbers, e.g. 01 02")
@@ -159,10 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     from ridematch_nb.kafka_io import KafkaUnavailable
     from ridematch_nb.stack import StackError
+    from ridematch_nb.storage import S3Unavailable
 
     try:
         return args.func(args)
-    except (ConfigError, StackError, KafkaUnavailable, ValueError) as exc:
+    except (ConfigError, StackError, KafkaUnavailable, S3Unavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

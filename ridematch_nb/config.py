@@ -33,6 +33,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "s3_region": ("AWS_DEFAULT_REGION", "AWS_REGION", "RIDEMATCH_S3_REGION"),
     "bucket": ("RIDEMATCH_BUCKET",),
     "redis_url": ("RIDEMATCH_REDIS_URL",),
+    "prefix": ("RIDEMATCH_PREFIX",),
 }
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -64,6 +65,7 @@ class Settings:
     bucket: str
     redis_url: str
     params_file: Path
+    prefix: str = ""  # dataset root inside the bucket: profiles keep their data apart
     secrets_file: Path | None = None
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -192,6 +194,7 @@ def load_settings(
         name: _typed(svc, name, str, file, "services")
         for name in ("kafka_bootstrap", "topic", "s3_endpoint", "s3_region", "bucket", "redis_url")
     }
+    values["prefix"] = str(svc.get("prefix") or "").strip("/")
     for name, variables in ENV_OVERRIDES.items():
         for var in variables:
             if env.get(var):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
+from ridematch_nb import etl
 from ridematch_nb.config import Settings
 from ridematch_nb.events import encode, format_ts, key_of
 from ridematch_nb.kafka_io import Delivery, Publisher, connect_producer, ensure_topic
@@ -91,13 +92,17 @@ def backfill(
     """Simulate ``hours`` from ``params.start`` and publish every event.
 
     ``reset_topic`` recreates the topic first, so the topic holds exactly this history
-    (a rerun with the same seed then yields the same topic, not a second copy).
+    (a rerun with the same seed then yields the same topic, not a second copy), and
+    makes the ETL forget the old history (its landed files and group offsets).
     """
     if hours <= 0:
         raise ValueError(f"parameter hours={hours!r} must be positive")
     topic = topic or settings.topic
     pub = Publisher(connect_producer(settings), topic)
     parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
+    if reset_topic:
+        removed = etl.forget(settings, topic, parts)
+        log.info("reset %s: removed %d landed objects of its earlier history", topic, removed)
     world, counts, digest = World(params), Counter(), hashlib.sha256()
     start, ticks = world.t, round(hours * 3600)
     t0 = time.perf_counter()

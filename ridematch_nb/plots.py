@@ -171,3 +171,35 @@ def acceptance(offers: pd.DataFrame) -> Figure:
     fig.suptitle("offer acceptance", fontsize=10, x=0.02, ha="left")
     fig.tight_layout()
     return fig
+
+
+def landed_by_hour(counts: dict[str, pd.Series]) -> Figure:
+    """Rows landed in the lake per event type and event hour (UTC), as the ETL partitioned them."""
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    for etype, series in counts.items():
+        if len(series):
+            ax.plot(series.index, series.values, marker=".", label=etype, color=COLORS[etype])
+    ax.set_yscale("log")
+    ax.set_ylabel("rows (log scale)")
+    ax.set_xlabel("event hour (UTC)")
+    ax.set_title("rows landed per event type and hour", fontsize=10, loc="left")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def rejects(reasons: dict[str, int]) -> Figure:
+    """Records sent to the rejected area, by reason (an empty chart says: none)."""
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    if reasons:
+        names = sorted(reasons, key=reasons.get)
+        ax.barh(names, [reasons[n] for n in names], color="#C44E52")
+        ax.set_xlabel("records")
+    else:
+        ax.text(0.5, 0.5, "no rejected records", ha="center", va="center", fontsize=12)
+        ax.set_axis_off()
+    ax.set_title("rejected by reason", fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig

@@ -53,12 +53,28 @@ def test_inspect_reads_back_exactly_what_was_delivered(chain):
     assert rates[0] > rates[-1]  # acceptance falls with pickup distance
 
 
+def test_etl_lands_everything_generated_exactly_once(chain):
+    gen, etl = load_record(chain.run_dir, "01_generate"), load_record(chain.run_dir, "03_etl")
+    assert etl["consumed"] == gen["delivered"]
+    assert etl["landed"] == gen["by_type"] and etl["rejected"] == {}
+    assert etl["lake_rows"] == gen["by_type"]  # the lake holds this history, once
+    assert all(lag == 0 for lag in etl["lag"].values())
+
+
 def test_figures_are_written_as_png(chain):
     pngs = sorted((chain.run_dir / "figures").glob("*.png"))
     names = {p.stem for p in pngs}
-    assert {"events_over_time", "city_map", "status_mix", "driver_stats", "acceptance"} <= names
+    assert {
+        "events_over_time",
+        "city_map",
+        "status_mix",
+        "driver_stats",
+        "acceptance",
+        "landed_by_hour",
+        "rejects",
+    } <= names
     for png in pngs:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
 
 
 def test_executed_notebooks_hold_no_secrets(chain, settings):
@@ -96,6 +112,41 @@ def test_papermill_runs_a_notebook_from_another_working_directory(stack, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "02_inspect.json").read_text())["events_read"] == 2000
+
+
+def test_papermill_runs_the_etl_notebook_by_hand_from_another_directory(chain, tmp_path, unique):
+    out = tmp_path / "etl.ipynb"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(PROJECT_ROOT / "notebooks" / "03_etl.ipynb"),
+            str(out),
+            "-p",
+            "params_file",
+            "params/ci.yaml",
+            "-p",
+            "run_dir",
+            str(tmp_path),
+            "-p",
+            "group",
+            f"g-{unique}",
+            "-p",
+            "prefix",
+            f"tests/{unique}",
+            "-p",
+            "idle_s",
+            "2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "03_etl.json").read_text())
+    assert record["consumed"] == load_record(chain.run_dir, "01_generate")["delivered"]
 
 
 def test_a_failing_notebook_stops_the_chain_with_the_cells_error(stack, tmp_path, monkeypatch):

@@ -1,0 +1,183 @@
+"""The S3 data lake: object names, durable writes, listing and reading the datasets.
+
+Layout in the data bucket (``services.bucket``), under an optional prefix:
+
+    <event_type>/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first>+<last>.parquet
+    _rejected/<topic>+<partition>+<first>+<last>.parquet
+    _etl/pending/<topic>/<partition>/<first>+<last>.json   (chunks written, not yet committed)
+
+Names come from the Kafka offsets they hold, so writing the same records again
+overwrites the same objects instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from ridematch_nb.config import Settings
+
+log = logging.getLogger(__name__)
+
+REJECTED = "_rejected"
+PENDING = "_etl/pending"
+
+
+class S3Unavailable(RuntimeError):
+    """S3 cannot be reached or refused a write; names the endpoint and the fix."""
+
+
+def chunk_name(topic: str, partition: int, first: int, last: int) -> str:
+    """The deterministic file stem of a chunk of one partition's offsets."""
+    return f"{topic}+{partition}+{first:020d}+{last:020d}"
+
+
+def parse_chunk_name(stem: str) -> tuple[str, int, int, int]:
+    topic, partition, first, last = stem.rsplit("+", 3)
+    return topic, int(partition), int(first), int(last)
+
+
+def data_key(prefix: str, event_type: str, date: str, hour: int, stem: str) -> str:
+    return _join(prefix, f"{event_type}/date={date}/hour={hour:02d}/{stem}.parquet")
+
+
+def rejected_key(prefix: str, stem: str) -> str:
+    return _join(prefix, f"{REJECTED}/{stem}.parquet")
+
+
+def pending_key(prefix: str, topic: str, partition: int, first: int, last: int) -> str:
+    return _join(prefix, f"{PENDING}/{topic}/{partition}/{first:020d}+{last:020d}.json")
+
+
+def _join(prefix: str, rest: str) -> str:
+    return f"{prefix.strip('/')}/{rest}" if prefix.strip("/") else rest
+
+
+@dataclass
+class Lake:
+    """Durable puts, listing and deletes in the data bucket, with errors that name S3."""
+
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        from ridematch_nb.stack import s3_client
+
+        self.bucket = self.settings.bucket
+        self.client = s3_client(self.settings, max_attempts=3, read_timeout=30)
+
+    def _fail(self, action: str, exc: Exception) -> S3Unavailable:
+        return S3Unavailable(
+            f"S3 at {self.settings.s3_endpoint} failed to {action} in bucket {self.bucket} "
+            f"({type(exc).__name__}: {exc}).\n  fix: start the local stack with `make stack-up` "
+            f"(or check services.s3_endpoint and the S3 keys); nothing after the last "
+            f"committed offset was committed, so a rerun continues from there"
+        )
+
+    def put(self, key: str, body: bytes) -> None:
+        """PUT an object; when this returns, S3 has it durably."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"write {key}", exc) from None
+
+    def put_table(self, key: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.put(key, buf.getvalue())
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"read {key}", exc) from None
+
+    def keys(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+        try:
+            while True:
+                page = self.client.list_objects_v2(**kwargs)
+                out += [o["Key"] for o in page.get("Contents", [])]
+                if not page.get("IsTruncated"):
+                    return out
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        except EndpointConnectionError as exc:
+            raise self._fail(f"list {prefix}", exc) from None
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"list {prefix}", exc) from None
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        try:
+            for i in range(0, len(keys), 1000):
+                batch = [{"Key": k} for k in keys[i : i + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("delete objects", exc) from None
+
+    def put_json(self, key: str, data: dict) -> None:
+        self.put(key, json.dumps(data).encode())
+
+
+def filesystem(settings: Settings):
+    """A pyarrow S3 filesystem for the configured endpoint and keys."""
+    from pyarrow import fs
+
+    key, secret = settings.s3_credentials()
+    scheme, _, host = settings.s3_endpoint.partition("://")
+    return fs.S3FileSystem(
+        access_key=key,
+        secret_key=secret,
+        endpoint_override=host,
+        scheme=scheme or "https",
+        region=settings.s3_region,
+    )
+
+
+def read_dataset(
+    settings: Settings,
+    event_type: str,
+    prefix: str | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """One landed dataset (all its date/hour partitions) as a table; empty if none landed."""
+    import pyarrow.dataset as ds
+
+    from ridematch_nb.etl import SCHEMAS_ARROW
+
+    prefix = settings.prefix if prefix is None else prefix
+    root = f"{settings.bucket}/{_join(prefix, event_type)}"
+    schema = SCHEMAS_ARROW[event_type]
+    try:
+        dataset = ds.dataset(
+            root,
+            filesystem=filesystem(settings),
+            format="parquet",
+            schema=schema,
+            partitioning="hive",
+            exclude_invalid_files=False,
+        )
+        return dataset.to_table(columns=columns)
+    except FileNotFoundError:
+        return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+    except OSError as exc:
+        raise S3Unavailable(
+            f"S3 at {settings.s3_endpoint}: cannot read {root} ({exc}).\n"
+            "  fix: start the local stack with `make stack-up`"
+        ) from None
+
+
+def read_rejected(settings: Settings, prefix: str | None = None) -> pa.Table:
+    """Everything in the rejected area: raw bytes, reason, partition and offset."""
+    prefix = settings.prefix if prefix is None else prefix
+    lake = Lake(settings)
+    keys = lake.keys(_join(prefix, REJECTED) + "/")
+    tables = [pq.read_table(io.BytesIO(lake.get(k))) for k in keys]
+    return pa.concat_tables(tables) if tables else pa.table({})
