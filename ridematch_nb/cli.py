@@ -112,6 +112,14 @@ def _cmd_etl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ridematch_nb.bench import run_bench
+
+    results = run_bench(_settings(args), sizes=args.sizes, repeat=args.repeat)
+    print(f"results: {results['path']}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ridematch_nb.pipeline import ChainError, run_chain, summary_text
 
@@ -187,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_etl)
+
+    p = sub.add_parser("bench", help="each stage's rate next to its client's raw limit")
+    p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("run", help="run the notebook chain into outputs/runs/<run-id>/")
     p.add_argument("--params", default=None, help="params file (default params/local.yaml)")

@@ -1,0 +1,149 @@
+"""Benchmarks: each stage's rate next to the raw limit of the same client, measured in
+the same run, as medians of several repetitions (these machines are noisy).
+
+    python -m ridematch_nb bench --sizes 50000 200000 --repeat 3
+
+Pairs: ``generate`` (simulate + serialize + produce, delivery confirmed) against
+``produce_raw`` (pre-serialized bytes, same producer settings); ``etl`` (Kafka ->
+validated parquet in S3, committed) against ``consume_raw`` (the same consumer
+settings, no parsing). Results go to outputs/bench/<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from kafka import KafkaConsumer, TopicPartition
+
+from ridematch_nb import etl
+from ridematch_nb.config import PROJECT_ROOT, Settings
+from ridematch_nb.events import encode, key_of
+from ridematch_nb.generate import backfill
+from ridematch_nb.kafka_io import FETCH_TUNING, Publisher, connect_producer, ensure_topic
+from ridematch_nb.sim import WorldParams, simulate
+
+BENCH_DIR = PROJECT_ROOT / "outputs" / "bench"
+PARTITIONS = 6
+EVENTS_PER_SIM_HOUR = 10.6 * 3600  # ~10 driver updates + requests + outcomes per tick
+
+
+def _world(seed: int) -> WorldParams:
+    return WorldParams(seed=seed, n_drivers=1000, n_riders=5000)
+
+
+def _hours_for(n: int) -> float:
+    return max(n / EVENTS_PER_SIM_HOUR, 1 / 60)
+
+
+def produce_raw(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    """Events/s of the producer alone: pre-encoded records, delivery confirmed."""
+    ensure_topic(settings, topic, PARTITIONS)
+    pub = Publisher(connect_producer(settings), topic)
+    t0 = time.perf_counter()
+    for key, value in records:
+        pub.send(key, value)
+    delivery = pub.flush()
+    seconds = time.perf_counter() - t0
+    pub.close()
+    return delivery.delivered / seconds
+
+
+def consume_raw(settings: Settings, topic: str, n: int) -> float:
+    """Events/s of the consumer alone: n records fetched, nothing parsed."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **FETCH_TUNING
+    )
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got, t0 = 0, time.perf_counter()
+    while got < n:
+        got += sum(len(r) for r in consumer.poll(timeout_ms=500).values())
+    seconds = time.perf_counter() - t0
+    consumer.close()
+    return got / seconds
+
+
+def _median(fn: Callable[[], float], repeat: int) -> dict:
+    rates = [fn() for _ in range(repeat)]
+    return {"median": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates]}
+
+
+def bench_size(settings: Settings, n: int, repeat: int, tag: str) -> dict:
+    """Every pair at one size, each the median of ``repeat`` runs."""
+    hours = _hours_for(n)
+    records = [(key_of(e), encode(e)) for e in simulate(_world(1), hours)][:n]
+    topics = iter(f"bench-{tag}-{n}-{i}" for i in range(10_000))
+    last = {}
+
+    def generate() -> float:
+        topic = next(topics)
+        summary = backfill(
+            settings,
+            _world(1),
+            hours,
+            partitions=PARTITIONS,
+            topic=topic,
+            progress=False,
+            reset_topic=False,
+        )
+        last.update(topic=topic, n=summary.delivered)
+        return summary.delivered / summary.seconds
+
+    def etl_run() -> float:
+        run_id = uuid.uuid4().hex[:6]
+        summary = etl.run(
+            settings,
+            group=f"bench-{run_id}",
+            prefix=f"bench/{tag}/{run_id}",
+            topic=last["topic"],
+            max_records=last["n"],
+            progress=False,
+        )
+        return summary.consumed / summary.seconds
+
+    row = {
+        "produce_raw": _median(lambda: produce_raw(settings, next(topics), records), repeat),
+        "generate": _median(generate, repeat),
+    }
+    row["consume_raw"] = _median(lambda: consume_raw(settings, last["topic"], last["n"]), repeat)
+    row["etl"] = _median(etl_run, repeat)
+    row["generate_vs_raw"] = round(row["generate"]["median"] / row["produce_raw"]["median"], 3)
+    row["etl_vs_raw"] = round(row["etl"]["median"] / row["consume_raw"]["median"], 3)
+    return row
+
+
+def run_bench(
+    settings: Settings, sizes: list[int], repeat: int = 3, say: Callable[[str], None] = print
+) -> dict:
+    """Measure every pair at every size; returns the results and writes them as JSON."""
+    tag = uuid.uuid4().hex[:6]
+    results: dict = {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "repeat": repeat,
+        "sizes": {},
+    }
+    for n in sizes:
+        say(f"size {n:,}: {repeat} repetitions of each stage ...")
+        row = bench_size(settings, n, repeat, tag)
+        results["sizes"][str(n)] = row
+        say(table_line(n, row))
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(results, indent=2))
+    results["path"] = str(path)
+    return results
+
+
+def table_line(n: int, row: dict) -> str:
+    return (
+        f"  {n:>9,} events | generate {row['generate']['median']:>9,.0f}/s vs produce_raw "
+        f"{row['produce_raw']['median']:>9,.0f}/s ({row['generate_vs_raw']:.0%}) | "
+        f"etl {row['etl']['median']:>9,.0f}/s vs consume_raw "
+        f"{row['consume_raw']['median']:>9,.0f}/s ({row['etl_vs_raw']:.0%})"
+    )
