@@ -112,6 +112,22 @@ def _cmd_etl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify_online(args: argparse.Namespace) -> int:
+    from ridematch_nb import features
+
+    settings = _settings(args)
+    fs = features.store(settings)
+    features.check_redis(settings)
+    ids = args.drivers or [f"driver_{i}" for i in range(args.n)]
+    table = features.online(fs, ids)
+    print(f"Online features ({features.FEATURE_SERVICE}) from {settings.redis_url}:")
+    print(table.to_string(index=False))
+    missing = table[features.ONLINE_FEATURES].isna().all(axis=1).sum()
+    if missing:
+        print(f"{missing} driver(s) have no online values: materialize first (notebook 04)")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ridematch_nb.bench import run_bench
 
@@ -195,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_etl)
+
+    p = sub.add_parser("verify-online", help="print online feature values for a few drivers")
+    p.add_argument("--n", type=int, default=5, help="driver_0 .. driver_{n-1}")
+    p.add_argument("--drivers", nargs="+", default=None, help="explicit driver ids")
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_verify_online)
 
     p = sub.add_parser("bench", help="each stage's rate next to its client's raw limit")
     p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000])

@@ -203,3 +203,22 @@ def rejects(reasons: dict[str, int]) -> Figure:
     ax.set_title("rejected by reason", fontsize=10, loc="left")
     fig.tight_layout()
     return fig
+
+
+def feature_freshness(latest: pd.DataFrame, as_of: str) -> Figure:
+    """Age of each on-shift driver's newest value at materialization time; drivers by status."""
+    age_min = (pd.Timestamp(as_of) - latest["timestamp"]).dt.total_seconds() / 60
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for status, color in STATUS_COLORS.items():
+        sel = age_min[latest["status"] == status]
+        if len(sel) and status != "offline":
+            axes[0].hist(sel, bins=30, alpha=0.7, color=color, label=f"{status} ({len(sel)})")
+    axes[0].set_xlabel("minutes since the driver's last update (drivers on shift)")
+    axes[0].set_ylabel("drivers")
+    axes[0].legend(fontsize=8)
+    counts = latest["status"].value_counts().reindex(list(STATUS_COLORS)).fillna(0)
+    axes[1].bar(counts.index, counts.values, color=[STATUS_COLORS[s] for s in counts.index])
+    axes[1].set_ylabel("drivers in the online store")
+    fig.suptitle("online feature freshness and coverage", fontsize=10, x=0.02, ha="left")
+    fig.tight_layout()
+    return fig

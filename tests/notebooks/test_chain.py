@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
@@ -59,6 +60,14 @@ def test_etl_lands_everything_generated_exactly_once(chain):
     assert etl["landed"] == gen["by_type"] and etl["rejected"] == {}
     assert etl["lake_rows"] == gen["by_type"]  # the lake holds this history, once
     assert all(lag == 0 for lag in etl["lag"].values())
+
+
+def test_materialize_puts_the_latest_lake_values_online_for_every_driver(chain):
+    mat = load_record(chain.run_dir, "04_materialize")
+    n = CI["01_generate"]["n_drivers"]
+    assert mat["drivers_offline"] == n and mat["verified"] == n
+    assert mat["mismatches"] == 0 and mat["online_coverage"] == 1.0
+    assert mat["materialized_until"] <= datetime.now(UTC).isoformat()
 
 
 def test_figures_are_written_as_png(chain):

@@ -1,0 +1,156 @@
+"""Feast over the lake and Redis, on crafted data in a prefix and project of its own."""
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import redis
+
+from ridematch_nb import features
+from ridematch_nb.etl import to_table
+from ridematch_nb.stack import port_is_free
+from ridematch_nb.storage import Lake, S3Unavailable, chunk_name, data_key
+
+T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
+
+
+def update(driver: str, minute: float, lat: float, status: str = "idle", rate: float = 0.5):
+    ts = T0 + timedelta(minutes=minute)
+    event = {
+        "event_type": "driver_update",
+        "driver_id": driver,
+        "lat": lat,
+        "lon": -73.98,
+        "status": status,
+        "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "accept_rate_7d": rate,
+        "avg_response_ms": 1000,
+    }
+    return event, ts
+
+
+def land(settings, rows, offset0: int = 0) -> None:
+    """Write crafted driver updates into the lake as the ETL would (one file per hour)."""
+    lake = Lake(settings)
+    by_hour = {}
+    for i, (event, ts) in enumerate(rows):
+        by_hour.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(
+            (event, ts, 0, offset0 + i)
+        )
+    for (date, hour), items in by_hour.items():
+        stem = chunk_name("crafted", 0, items[0][3], items[-1][3])
+        key = data_key(settings.prefix, "driver_update", date, hour, stem)
+        lake.put_table(key, to_table("driver_update", items))
+
+
+@pytest.fixture
+def isolated(settings, unique):
+    """Settings with a prefix and Feast project of this test's own."""
+    return settings.with_overrides(prefix=f"tests/{unique}"), f"t_{unique}"
+
+
+def test_point_in_time_lookup_takes_the_latest_value_at_or_before_t_within_ttl(isolated):
+    settings, project = isolated
+    land(
+        settings,
+        [
+            update("driver_a", 0, 40.70, rate=0.1),
+            update("driver_a", 10, 40.71, rate=0.2),
+            update("driver_a", 20, 40.72, rate=0.3),  # written after the lookups at 15 min
+            update("driver_b", 5, 40.80, rate=0.9),
+        ],
+    )
+    fs = features.apply(settings, project)
+    at = lambda m: T0 + timedelta(minutes=m)  # noqa: E731
+    entity_df = pd.DataFrame(
+        {
+            "driver_id": ["driver_a", "driver_a", "driver_a", "driver_b", "driver_b", "driver_a"],
+            "event_timestamp": [at(10), at(15), at(25), at(4), at(40), at(-1)],
+        }
+    )
+    got = (
+        fs.get_historical_features(
+            entity_df=entity_df, features=fs.get_feature_service(features.FEATURE_SERVICE)
+        )
+        .to_df()
+        .sort_values(["driver_id", "event_timestamp"])
+        .reset_index(drop=True)
+    )
+    lat = {(r.driver_id, r.event_timestamp): r.lat for r in got.itertuples()}
+    assert lat[("driver_a", at(10))] == 40.71  # a row at exactly t counts
+    assert lat[("driver_a", at(15))] == 40.71  # the 20-minute row is in the future
+    assert lat[("driver_a", at(25))] == 40.72
+    # Feast's dask store drops entity rows that find no value at all; either way,
+    # nothing from after t may show up
+    assert pd.isna(lat.get(("driver_a", at(-1))))  # nothing before the first row
+    assert pd.isna(lat.get(("driver_b", at(4))))  # driver_b's only row is after t
+    # TTLs per view: at 40 min driver_b's row is 35 min old, past driver_state's 30 min
+    # but well within driver_stats' 7 days
+    late = pd.DataFrame({"driver_id": ["driver_b"], "event_timestamp": [at(40)]})
+    stats = fs.get_historical_features(entity_df=late, features=["driver_stats:accept_rate_7d"])
+    assert stats.to_df()["accept_rate_7d"].tolist() == [0.9]
+    state = fs.get_historical_features(entity_df=late, features=["driver_state:lat"]).to_df()
+    assert state["lat"].isna().all()
+
+
+def _snapshot(settings, project: str) -> dict:
+    client = redis.Redis.from_url(settings.redis_url)
+    return {k: client.hgetall(k) for k in client.scan_iter(count=1000) if project.encode() in k}
+
+
+def test_online_equals_latest_offline_and_materializing_twice_changes_nothing(isolated):
+    settings, project = isolated
+    rows = [
+        update(f"driver_{i}", m, 40.70 + i / 100 + m / 1000, rate=m / 100)
+        for i in range(20)
+        for m in range(0, 50, 7)
+    ]
+    land(settings, rows[::-1])  # out of order: newest first in the files
+    fs = features.apply(settings, project)
+    features.materialize(fs, settings)
+    check = features.verify(fs, settings, [f"driver_{i}" for i in range(20)])
+    assert check["match"].all(), check[~check["match"]]
+    before = _snapshot(settings, project)
+    assert len(before) == 20
+    start, end = T0 - timedelta(minutes=1), T0 + timedelta(hours=1)
+    fs.materialize(start_date=start, end_date=end)  # the same window again
+    assert _snapshot(settings, project) == before
+
+
+def test_a_pushed_update_is_online_at_once_and_survives_an_older_materialization(isolated):
+    settings, project = isolated
+    land(settings, [update("driver_p", 0, 40.70), update("driver_p", 5, 40.71)])
+    fs = features.apply(settings, project)
+    features.materialize(fs, settings)
+    assert features.online(fs, ["driver_p"])["lat"][0] == 40.71
+
+    fresh, ts = update("driver_p", 30, 40.75, status="en_route")
+    pushed = pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}])
+    features.push_driver_updates(fs, pushed)
+    now = features.online(fs, ["driver_p"])
+    assert now["lat"][0] == 40.75 and now["status"][0] == "en_route"
+
+    stale, ts_old = update("driver_p", 1, 40.60)  # older than what is online
+    features.push_driver_updates(fs, pd.DataFrame([{**stale, "timestamp": pd.Timestamp(ts_old)}]))
+    fs.materialize(start_date=T0 - timedelta(minutes=1), end_date=T0 + timedelta(minutes=10))
+    assert features.online(fs, ["driver_p"])["lat"][0] == 40.75  # never moves backwards
+
+
+def _dead_port() -> int:
+    return next(p for p in range(38000, 38500) if port_is_free(p))
+
+
+def test_redis_down_gives_a_clear_error_naming_redis(isolated):
+    settings, project = isolated
+    dead = settings.with_overrides(redis_url=f"redis://127.0.0.1:{_dead_port()}/0")
+    with pytest.raises(
+        features.FeatureStoreUnavailable, match=r"(?s)Redis .*redis://127.0.0.1:\d+.*make stack-up"
+    ):
+        features.materialize(features.store(dead, project), dead)
+
+
+def test_s3_down_gives_a_clear_error_naming_s3(isolated):
+    settings, _ = isolated
+    dead = settings.with_overrides(s3_endpoint=f"http://127.0.0.1:{_dead_port()}")
+    with pytest.raises(S3Unavailable, match=r"(?s)S3 at http://127\.0\.0\.1:\d+.*make stack-up"):
+        features.latest_offline(dead)
