@@ -128,6 +128,27 @@ def _cmd_verify_online(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push_online(args: argparse.Namespace) -> int:
+    from ridematch_nb import features
+
+    settings = _settings(args)
+    fs = features.store(settings)
+    print(
+        f"pushing the newest driver state from {settings.topic} into {settings.redis_url} "
+        "(Ctrl+C to stop)"
+        if args.mode == "follow"
+        else "pushing until caught up"
+    )
+    counts = features.stream_to_online(
+        settings, fs, mode=args.mode, from_beginning=args.from_beginning
+    )
+    print(
+        f"read {counts['read']}, pushed {counts['pushed']} driver states, "
+        f"skipped {counts['skipped']} invalid"
+    )
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ridematch_nb.bench import run_bench
 
@@ -217,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drivers", nargs="+", default=None, help="explicit driver ids")
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_verify_online)
+
+    p = sub.add_parser("push-online", help="stream the newest driver state into Redis")
+    p.add_argument("--mode", choices=["follow", "drain"], default="follow")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a new group starts at the topic's start (default: its end)",
+    )
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_push_online)
 
     p = sub.add_parser("bench", help="each stage's rate next to its client's raw limit")
     p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000])

@@ -186,3 +186,98 @@ def push_driver_updates(fs, events: pd.DataFrame) -> int:
     cols = ["driver_id", "timestamp", *ONLINE_FEATURES]
     fs.push(PUSH_SOURCE, events[cols], to=PushMode.ONLINE)
     return len(events)
+
+
+PUSH_GROUP = "ridematch-online-push"
+
+
+def stream_to_online(
+    settings: Settings,
+    fs,
+    mode: str = "follow",
+    group: str = PUSH_GROUP,
+    from_beginning: bool = False,
+    idle_s: float = 5.0,
+    max_records: int | None = None,
+    topic: str | None = None,
+) -> dict:
+    """Keep the online store fresh between materializations: read driver updates from the
+    topic and push each poll's newest state per driver straight into Redis.
+
+    Its own consumer group, so it neither waits for nor disturbs the ETL. Older values
+    never overwrite newer ones online (the store compares event times), so replays and
+    late materializations are harmless. ``drain`` stops when caught up and quiet.
+    """
+    import json
+    import signal
+    import time
+
+    from kafka import KafkaConsumer
+
+    from ridematch_nb.events import InvalidEvent, validate
+    from ridematch_nb.kafka_io import FETCH_TUNING, _connect
+
+    check_redis(settings)
+    consumer = _connect(
+        settings,
+        lambda: KafkaConsumer(
+            topic or settings.topic,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=2000,
+            **FETCH_TUNING,
+        ),
+        attempts=5,
+        backoff_s=1.0,
+    )
+    stop = {"now": False}
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    except ValueError:
+        previous = None
+    counts = {"read": 0, "pushed": 0, "skipped": 0}
+    quiet_since = time.monotonic()
+    try:
+        while not stop["now"]:
+            batch = consumer.poll(timeout_ms=200)
+            if not batch:
+                caught = consumer.assignment() and all(
+                    consumer.highwater(tp) is not None
+                    and consumer.position(tp) >= consumer.highwater(tp)
+                    for tp in consumer.assignment()
+                )
+                if mode == "drain" and caught and time.monotonic() - quiet_since >= idle_s:
+                    break
+                continue
+            quiet_since = time.monotonic()
+            newest: dict[str, dict] = {}
+            for records in batch.values():
+                for record in records:
+                    counts["read"] += 1
+                    try:
+                        event = json.loads(record.value)
+                        if validate(event) != "driver_update":
+                            continue
+                    except (InvalidEvent, ValueError):
+                        counts["skipped"] += 1
+                        continue
+                    seen = newest.get(event["driver_id"])
+                    if seen is None or event["timestamp"] >= seen["timestamp"]:
+                        newest[event["driver_id"]] = event
+            if newest:
+                frame = pd.DataFrame(newest.values())
+                frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+                counts["pushed"] += push_driver_updates(fs, frame)
+            consumer.commit()
+            if max_records and counts["read"] >= max_records:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        consumer.close()
+    return counts

@@ -154,3 +154,34 @@ def test_s3_down_gives_a_clear_error_naming_s3(isolated):
     dead = settings.with_overrides(s3_endpoint=f"http://127.0.0.1:{_dead_port()}")
     with pytest.raises(S3Unavailable, match=r"(?s)S3 at http://127\.0\.0\.1:\d+.*make stack-up"):
         features.latest_offline(dead)
+
+
+def test_the_stream_push_makes_the_newest_driver_state_readable_online(isolated, unique):
+    from ridematch_nb.events import encode
+    from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic
+
+    settings, project = isolated
+    land(settings, [update("driver_s", 0, 40.70)])
+    fs = features.apply(settings, project)
+    features.materialize(fs, settings)
+    topic = f"test-push-{unique}"
+    ensure_topic(settings, topic, 2)
+    pub = Publisher(connect_producer(settings), topic)
+    for minute, lat in ((10, 40.71), (30, 40.73), (20, 40.72)):  # the last one is late
+        event, _ = update("driver_s", minute, lat, status="on_trip")
+        pub.send(b"driver_s", encode(event))
+    pub.send(b"driver_s", b"not json")
+    pub.flush()
+    pub.close()
+    counts = features.stream_to_online(
+        settings,
+        fs,
+        mode="drain",
+        from_beginning=True,
+        idle_s=1.0,
+        topic=topic,
+        group=f"push-{unique}",
+    )
+    assert counts["read"] == 4 and counts["skipped"] == 1
+    now = features.online(fs, ["driver_s"])
+    assert now["lat"][0] == 40.73 and now["status"][0] == "on_trip"
