@@ -37,6 +37,14 @@ def project_name(settings: Settings) -> str:
     return f"ridematch_{suffix}" if suffix else "ridematch"
 
 
+def registry_dir(settings: Settings):
+    """Beside the online store's data: the embedded stack's folder (so resetting the stack
+    resets what Feast believes it materialized), else feature_repo/data/."""
+    folder = settings.stack.data_dir / "feast" if settings.stack else REPO / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
     """The environment feature_repo/ expands: endpoints, names, keys for s3fs."""
     project = project or project_name(settings)
@@ -49,7 +57,7 @@ def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
     key, secret = settings.s3_credentials()
     return {
         "RIDEMATCH_FEAST_PROJECT": project,
-        "RIDEMATCH_FEAST_REGISTRY": str(REPO / "data" / f"{project}.db"),
+        "RIDEMATCH_FEAST_REGISTRY": str(registry_dir(settings) / f"{project}.db"),
         "RIDEMATCH_FEAST_REDIS": redis,
         "RIDEMATCH_LAKE_URI": lake,
         "RIDEMATCH_S3_ENDPOINT": settings.s3_endpoint,
@@ -64,7 +72,6 @@ def store(settings: Settings, project: str | None = None):
     from feast import FeatureStore
 
     os.environ.update(feast_env(settings, project))
-    (REPO / "data").mkdir(exist_ok=True)
     return FeatureStore(repo_path=str(REPO))
 
 
@@ -123,7 +130,9 @@ def materialize(fs, settings: Settings) -> dict:
     The first run starts at the oldest landed event (the simulated history lies in
     the past, beyond Feast's default look-back of one TTL); later runs continue
     incrementally from where the last one ended, unless the lake now holds another
-    history (a backfill replaced it), which is materialized from its start.
+    history (a backfill replaced it) or Redis lost what the registry remembers (a
+    reset stack): then it starts over from the lake's first event, which is
+    harmless, as Redis keeps the newer of two values.
     """
     check_redis(settings)
     span = event_time_range(settings)
@@ -132,7 +141,9 @@ def materialize(fs, settings: Settings) -> dict:
     end = min(span[1] + pd.Timedelta(seconds=1), datetime.now(UTC))
     views = fs.list_feature_views()
     done = [v.most_recent_end_time for v in views if v.most_recent_end_time]
-    if len(done) == len(views) and span[0] <= min(done) <= end:
+    newest = latest_offline(settings).sort_values("timestamp").index[-1:].tolist()
+    online_empty = online(fs, newest)[ONLINE_FEATURES].isna().all(axis=None)
+    if len(done) == len(views) and span[0] <= min(done) <= end and not online_empty:
         start = min(done)
         fs.materialize_incremental(end_date=end)
     else:
@@ -202,7 +213,8 @@ def stream_to_online(
     topic: str | None = None,
 ) -> dict:
     """Keep the online store fresh between materializations: read driver updates from the
-    topic and push each poll's newest state per driver straight into Redis.
+    topic and push each poll's newest state per driver straight into Redis (and into the
+    geo index of idle drivers that matching searches).
 
     Its own consumer group, so it neither waits for nor disturbs the ETL. Older values
     never overwrite newer ones online (the store compares event times), so replays and
@@ -212,12 +224,15 @@ def stream_to_online(
     import signal
     import time
 
+    import redis
     from kafka import KafkaConsumer
 
     from ridematch_nb.events import InvalidEvent, validate
     from ridematch_nb.kafka_io import FETCH_TUNING, _connect
+    from ridematch_nb.matching import update_index
 
     check_redis(settings)
+    index = redis.Redis.from_url(settings.redis_url)
     consumer = _connect(
         settings,
         lambda: KafkaConsumer(
@@ -271,6 +286,7 @@ def stream_to_online(
                 frame = pd.DataFrame(newest.values())
                 frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
                 counts["pushed"] += push_driver_updates(fs, frame)
+                update_index(index, fs.project, frame)
             consumer.commit()
             if max_records and counts["read"] >= max_records:
                 break
@@ -281,3 +297,11 @@ def stream_to_online(
             signal.signal(signal.SIGTERM, previous)
         consumer.close()
     return counts
+
+
+def require_match(check: pd.DataFrame) -> None:
+    """Fail loudly when an online value differs from the lake's newest row."""
+    bad = check[~check["match"]]
+    if len(bad):
+        sample = bad.head(5).to_dict(orient="records")
+        raise ValueError(f"{len(bad)} online values differ from the lake, e.g. {sample}")

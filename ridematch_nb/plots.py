@@ -222,3 +222,82 @@ def feature_freshness(latest: pd.DataFrame, as_of: str) -> Figure:
     fig.suptitle("online feature freshness and coverage", fontsize=10, x=0.02, ha="left")
     fig.tight_layout()
     return fig
+
+
+def roc(test: pd.DataFrame, scores: dict[str, np.ndarray], label: str = "accepted") -> Figure:
+    """ROC curves of the model and the baselines on the held-out period."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for name, score in scores.items():
+        fpr, tpr, _ = roc_curve(test[label], score)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(test[label], score):.3f})")
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("acceptance: ROC on the held-out period", fontsize=10, loc="left")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def calibration(test: pd.DataFrame, prob: np.ndarray, label: str = "accepted") -> Figure:
+    """Predicted acceptance probability against the observed rate, in deciles."""
+    bins = pd.qcut(prob, 10, duplicates="drop")
+    table = pd.DataFrame({"p": prob, "y": test[label].astype(float).to_numpy(), "bin": bins})
+    agg = table.groupby("bin", observed=True).agg(p=("p", "mean"), y=("y", "mean"))
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":")
+    ax.plot(agg["p"], agg["y"], marker="o", color="#4C72B0")
+    ax.set_xlabel("predicted probability of acceptance")
+    ax.set_ylabel("observed acceptance")
+    ax.set_title("calibration (deciles of the prediction)", fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def importance(names: list[str], means: np.ndarray, stds: np.ndarray) -> Figure:
+    """Permutation importance: how much AUC drops when a feature is shuffled."""
+    order = np.argsort(means)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.barh(np.array(names)[order], means[order], xerr=stds[order], color="#55A868")
+    ax.set_xlabel("drop in AUC when shuffled")
+    ax.set_title("feature importance (held-out period)", fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def metric_by_hour(
+    test: pd.DataFrame, scores: dict[str, np.ndarray], label: str = "accepted"
+) -> Figure:
+    """AUC of each scorer per hour of day (New York), where there are both outcomes."""
+    from sklearn.metrics import roc_auc_score
+
+    hours = local_hour(test["timestamp"])
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, score in scores.items():
+        per_hour = {}
+        for h in sorted(hours.unique()):
+            mask = (hours == h).to_numpy()
+            if test[label][mask].nunique() == 2:
+                per_hour[h] = roc_auc_score(test[label][mask], score[mask])
+        ax.plot(list(per_hour), list(per_hour.values()), marker="o", label=name)
+    ax.set_xlabel("hour of day (New York)")
+    ax.set_ylabel("AUC")
+    ax.set_title("acceptance AUC by hour", fontsize=10, loc="left")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def latency(timings: pd.DataFrame) -> Figure:
+    """Distribution of match latency, whole and by part (milliseconds)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    parts = ["candidates", "features", "scoring", "total"]
+    ax.boxplot([timings[p] for p in parts], tick_labels=parts, showfliers=True, vert=False)
+    ax.set_xlabel("milliseconds")
+    ax.set_title("match latency by part", fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

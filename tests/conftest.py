@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from ridematch_nb.config import Settings, load_settings
 
 TESTS = Path(__file__).resolve().parent
+# The test profile; a developer may point the suite at a second stack on other ports.
+TEST_PARAMS = os.environ.get("RIDEMATCH_TEST_PARAMS", "params/ci.yaml")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,7 +25,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def ci_settings() -> Settings:
-    return load_settings("params/ci.yaml")
+    return load_settings(TEST_PARAMS)
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def main() -> None:
             return original(self, key, table)
 
         Lake.put_table = put_table
-    settings = ensure_secrets(load_settings("params/ci.yaml"))
+    settings = ensure_secrets(load_settings(os.environ.get("RIDEMATCH_PARAMS", "params/ci.yaml")))
     etl.run(settings, group=group, prefix=prefix, roll_records=roll, idle_s=2, progress=False)
     sys.exit(3)  # never reached: the worker must have died
 

@@ -17,13 +17,14 @@ from ridematch_nb.generate import backfill
 from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic
 from ridematch_nb.sim import WorldParams
 from ridematch_nb.storage import Lake, S3Unavailable, read_dataset, read_rejected
+from tests.conftest import TEST_PARAMS
 from tests.helpers.tcp_proxy import Proxy
 
 WORLD = WorldParams(seed=5, n_drivers=150, n_riders=400, start="2026-10-05T12:00:00Z")
 
 
 def _env(topic: str) -> dict:
-    return {**os.environ, "RIDEMATCH_TOPIC": topic, "RIDEMATCH_PARAMS": "params/ci.yaml"}
+    return {**os.environ, "RIDEMATCH_TOPIC": topic, "RIDEMATCH_PARAMS": TEST_PARAMS}
 
 
 def landed_offsets(settings, prefix: str) -> list[tuple[int, int]]:

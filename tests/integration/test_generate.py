@@ -12,6 +12,7 @@ from ridematch_nb.generate import backfill, realtime
 from ridematch_nb.kafka_io import KafkaUnavailable, connect_producer, read_records
 from ridematch_nb.sim import WorldParams, simulate
 from ridematch_nb.stack import port_is_free
+from tests.conftest import TEST_PARAMS
 
 WORLD = WorldParams(seed=21, n_drivers=120, n_riders=300, start="2026-10-05T12:00:00Z")
 
@@ -94,7 +95,7 @@ def test_cli_generate_with_the_broker_down_exits_with_a_clear_message(settings):
         "--hours",
         "0.01",
         "--params",
-        "params/ci.yaml",
+        TEST_PARAMS,
         env={"RIDEMATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"},
     )
     assert proc.returncode == 2
@@ -105,7 +106,7 @@ def test_cli_generate_with_the_broker_down_exits_with_a_clear_message(settings):
 def test_cli_check_events_prints_the_latest_events(settings, unique):
     topic = f"test-check-{unique}"
     summary = backfill(settings, WORLD, 0.1, partitions=3, topic=topic, progress=False)
-    proc = _cli("check-events", "4", "--params", "params/ci.yaml", env={"RIDEMATCH_TOPIC": topic})
+    proc = _cli("check-events", "4", "--params", TEST_PARAMS, env={"RIDEMATCH_TOPIC": topic})
     assert proc.returncode == 0, proc.stderr
     blocks = proc.stdout.split("--- partition")[1:]
     assert len(blocks) == 4

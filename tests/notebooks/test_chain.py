@@ -5,18 +5,20 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
-from ridematch_nb.config import PROJECT_ROOT, read_env_file, read_params
+from ridematch_nb.config import PROJECT_ROOT, read_env_file, read_params, resolve_path
 from ridematch_nb.pipeline import discover, load_record, run_chain
+from tests.conftest import TEST_PARAMS
 
-CI = read_params("params/ci.yaml")["notebooks"]
+CI = read_params(TEST_PARAMS)["notebooks"]
 
 
 @pytest.fixture(scope="module")
 def chain(stack, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    return run_chain("params/ci.yaml", run_dir=run_dir, say=lambda *_: None)
+    return run_chain(TEST_PARAMS, run_dir=run_dir, say=lambda *_: None)
 
 
 def test_every_notebook_ran_and_left_its_executed_copy(chain):
@@ -70,6 +72,54 @@ def test_materialize_puts_the_latest_lake_values_online_for_every_driver(chain):
     assert mat["materialized_until"] <= datetime.now(UTC).isoformat()
 
 
+def test_model_beats_the_nearest_driver_by_a_margin_learned_from_the_truth(chain, settings):
+    """The simulator knows each driver's true accept propensity. The margin: the model must
+    close at least a third of the gap between the nearest-driver baseline and an oracle
+    scoring offers with the true acceptance probability, on the same held-out offers."""
+    from sklearn.metrics import roc_auc_score
+
+    from ridematch_nb import features, training
+    from ridematch_nb.plots import local_hour
+    from ridematch_nb.sim import World, WorldParams, accept_probability, distance_km
+
+    rec = load_record(chain.run_dir, "05_train")
+    p = CI["01_generate"]
+    rows = training.training_set(
+        features.store(settings), training.offers_with_requests(settings), features.FEATURE_SERVICE
+    )
+    _, test, _ = training.split_by_time(rows, 0.25)
+    assert len(test) == rec["test_rows"]
+    nearest = -test["pickup_km"].to_numpy()
+    assert roc_auc_score(test["accepted"], nearest) == pytest.approx(rec["nearest_auc"], abs=1e-4)
+
+    world = World(
+        WorldParams(seed=42, n_drivers=p["n_drivers"], n_riders=p["n_riders"], start=p["start"])
+    )
+    true_pickup = test["offer_pickup_km"].to_numpy()  # the simulator's own, not the store's
+    trip = distance_km(test["origin_lat"], test["origin_lon"], test["dest_lat"], test["dest_lon"])
+    hours = local_hour(test["timestamp"]).to_numpy()
+    oracle = [
+        accept_probability(world.propensity[int(d.split("_")[1])], k, h, t)
+        for d, k, h, t in zip(test["driver_id"], true_pickup, hours, trip, strict=True)
+    ]
+    auc_oracle = roc_auc_score(test["accepted"], oracle)
+    assert auc_oracle > rec["nearest_auc"] + 0.05  # there is something to learn
+    margin = (auc_oracle - rec["nearest_auc"]) / 3
+    assert rec["model_auc"] >= rec["nearest_auc"] + margin, (rec, auc_oracle)
+    top1_oracle = training.ranking_metrics(test, pd.Series(oracle).to_numpy())["top1"]
+    top1_margin = (top1_oracle - rec["nearest_top1"]) / 3
+    assert rec["model_top1"] >= rec["nearest_top1"] + top1_margin, (rec, top1_oracle)
+
+
+def test_match_serves_ranked_idle_drivers_with_no_offline_online_skew(chain):
+    rec = load_record(chain.run_dir, "06_match")
+    assert rec["requests"] == 300 and 0 < rec["matched"] <= rec["requests"]
+    assert rec["skew_checked"] > 0 and rec["skew_mismatches"] == 0
+    assert 0 < rec["p50_total_ms"] <= rec["p99_total_ms"]
+    parts = rec["latency_ms"]
+    assert set(parts) == {"candidates", "features", "scoring", "total"}
+
+
 def test_figures_are_written_as_png(chain):
     pngs = sorted((chain.run_dir / "figures").glob("*.png"))
     names = {p.stem for p in pngs}
@@ -106,7 +156,7 @@ def test_papermill_runs_a_notebook_from_another_working_directory(stack, tmp_pat
             str(out),
             "-p",
             "params_file",
-            "params/ci.yaml",
+            TEST_PARAMS,
             "-p",
             "run_dir",
             str(tmp_path),
@@ -134,7 +184,7 @@ def test_papermill_runs_the_etl_notebook_by_hand_from_another_directory(chain, t
             str(out),
             "-p",
             "params_file",
-            "params/ci.yaml",
+            TEST_PARAMS,
             "-p",
             "run_dir",
             str(tmp_path),
@@ -163,8 +213,7 @@ def test_a_failing_notebook_stops_the_chain_with_the_cells_error(stack, tmp_path
 
     bad = tmp_path / "ci-bad.yaml"
     bad.write_text(
-        f"extends: {PROJECT_ROOT / 'params/ci.yaml'}\n"
-        "notebooks:\n  01_generate:\n    mode: sideways\n"
+        f"extends: {resolve_path(TEST_PARAMS)}\nnotebooks:\n  01_generate:\n    mode: sideways\n"
     )
     with pytest.raises(ChainError) as err:
         run_chain(bad, run_dir=tmp_path / "run", say=lambda *_: None)

@@ -1,0 +1,157 @@
+"""Online driver matching: candidates near the rider, their online features, model scores.
+
+Candidates come from a Redis geo index of idle drivers (``GEOSEARCH`` by radius),
+kept up by whoever writes driver state online: ``rebuild_index`` after a
+materialization, ``features.stream_to_online`` between them. Features come from the
+online store through the model's feature service; request features from the very
+function training used (``training.request_features``), so serving sees what
+training saw.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import redis
+
+from ridematch_nb.config import Settings
+from ridematch_nb.training import STORE_FEATURES, TrainedModel, request_features
+
+
+def index_key(project: str) -> str:
+    return f"ridematch:{project}:idle_drivers"
+
+
+def update_index(client: redis.Redis, project: str, states: pd.DataFrame) -> None:
+    """Idle drivers in, everyone else out (states: driver_id, lat, lon, status)."""
+    key = index_key(project)
+    idle = states[states["status"] == "idle"]
+    busy = states[states["status"] != "idle"]
+    pipe = client.pipeline(transaction=False)
+    if len(idle):
+        members = []
+        for row in idle.itertuples():
+            members += [float(row.lon), float(row.lat), row.driver_id]
+        pipe.geoadd(key, members)
+    if len(busy):
+        pipe.zrem(key, *busy["driver_id"].tolist())
+    pipe.execute()
+
+
+def rebuild_index(settings: Settings, project: str, latest: pd.DataFrame) -> int:
+    """Replace the index with the idle drivers of ``latest`` (the newest row per driver)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(index_key(project))
+    states = latest.reset_index()[["driver_id", "lat", "lon", "status"]]
+    update_index(client, project, states)
+    return int(client.zcard(index_key(project)))
+
+
+@dataclass
+class Match:
+    """One request's ranked candidates and where the time went (milliseconds)."""
+
+    request_id: str
+    ranked: pd.DataFrame
+    skipped_missing: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Matcher:
+    """Ranks idle drivers within a radius of a request by the model's acceptance score."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fs,
+        trained: TrainedModel,
+        project: str,
+        radius_km: float = 6.0,
+        max_candidates: int = 50,
+    ) -> None:
+        self.fs, self.model, self.key = fs, trained, index_key(project)
+        self.radius_km, self.max_candidates = radius_km, max_candidates
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.service = fs.get_feature_service(trained.feature_service)
+
+    def candidates(self, lat: float, lon: float) -> list[str]:
+        found = self.redis.geosearch(
+            self.key,
+            longitude=lon,
+            latitude=lat,
+            radius=self.radius_km,
+            unit="km",
+            sort="ASC",
+            count=self.max_candidates,
+        )
+        return [d.decode() for d in found]
+
+    def match(self, request: dict) -> Match:
+        t0 = time.perf_counter()
+        ids = self.candidates(request["origin_lat"], request["origin_lon"])
+        t1 = time.perf_counter()
+        online = (
+            self.fs.get_online_features(
+                features=self.service, entity_rows=[{"driver_id": d} for d in ids]
+            ).to_df()
+            if ids
+            else pd.DataFrame(columns=["driver_id", *STORE_FEATURES])
+        )
+        t2 = time.perf_counter()
+        present = online.dropna(subset=STORE_FEATURES)
+        present = present[present["status"] == "idle"]  # the index may lag the store
+        skipped = len(online) - len(present)
+        frame = present.assign(
+            **{k: request[k] for k in ("origin_lat", "origin_lon", "dest_lat", "dest_lon")}
+        )
+        frame["timestamp"] = pd.Timestamp(request["timestamp"])
+        if len(frame):
+            frame = pd.concat([frame, request_features(frame)], axis=1)
+            frame["score"] = self.model.scores(frame)
+            frame = frame.sort_values("score", ascending=False)
+        t3 = time.perf_counter()
+        timings = {
+            "candidates": (t1 - t0) * 1e3,
+            "features": (t2 - t1) * 1e3,
+            "scoring": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
+        cols = ["driver_id", "score", "pickup_km", "accept_rate_7d", "status"]
+        ranked = frame[cols].reset_index(drop=True) if len(frame) else pd.DataFrame(columns=cols)
+        return Match(request["request_id"], ranked, skipped, timings)
+
+
+def latency_table(matches: list[Match]) -> pd.DataFrame:
+    """p50 / p95 / p99 of each part of the match, in milliseconds."""
+    frame = pd.DataFrame([m.timings_ms for m in matches])
+    return (
+        frame.quantile([0.5, 0.95, 0.99])
+        .T.rename(columns={0.5: "p50_ms", 0.95: "p95_ms", 0.99: "p99_ms"})
+        .round(3)
+    )
+
+
+def skew_check(fs, service_name: str, driver_ids: list[str], as_of) -> pd.DataFrame:
+    """For the same drivers and moment: what training would see (historical, as of
+    ``as_of``) against what serving fetches now. After a materialization up to
+    ``as_of`` with no push since, they must be equal."""
+    service = fs.get_feature_service(service_name)
+    entity_df = pd.DataFrame(
+        {"driver_id": driver_ids, "event_timestamp": [pd.Timestamp(as_of)] * len(driver_ids)}
+    )
+    hist = fs.get_historical_features(entity_df=entity_df, features=service).to_df()
+    online = fs.get_online_features(
+        features=service, entity_rows=[{"driver_id": d} for d in driver_ids]
+    ).to_df()
+    merged = hist.merge(online, on="driver_id", suffixes=("_offline", "_online"))
+    out = {"driver_id": merged["driver_id"]}
+    for feat in STORE_FEATURES:
+        a, b = merged[f"{feat}_offline"], merged[f"{feat}_online"]
+        out[feat] = [
+            (x == y) or (isinstance(x, float) and np.isclose(x, y))
+            for x, y in zip(a, b, strict=True)
+        ]
+    return pd.DataFrame(out).set_index("driver_id")
