@@ -155,12 +155,35 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _model_block(figures: dict[str, dict]) -> list[str]:
+    """The model against its baselines, and the match latency, when those stages ran."""
+    lines = []
+    metrics = figures.get("05_train", {}).get("metrics")
+    if metrics:
+        lines += [
+            "",
+            "Model against the baselines (held-out later period):",
+            f"    {'scorer':<16}{'AUC':>8}{'log loss':>10}{'top-1':>8}{'NDCG':>8}",
+        ]
+        for name, m in metrics.items():
+            cells = [m.get(k) for k in ("auc", "log_loss", "top1", "ndcg")]
+            text = "".join(f"{v:>8.3f}" if isinstance(v, float) else f"{'-':>8}" for v in cells)
+            lines.append(f"    {name:<16}{text[:8]}{text[8:16]:>10}{text[16:]}")
+    latency = figures.get("06_match", {}).get("latency_ms")
+    if latency:
+        lines += ["", "Match latency (ms):       p50      p99"]
+        for part, q in latency.items():
+            lines.append(f"    {part:<20}{q['p50_ms']:>8.2f} {q['p99_ms']:>8.2f}")
+    return lines
+
+
 def summary_text(result: ChainResult) -> str:
     lines = [f"Run folder: {result.run_dir}", ""]
     for stem, seconds in result.timings.items():
         lines.append(f"{stem}  ({seconds:.1f} s)")
         for key, value in headline(result.figures.get(stem, {})).items():
             lines.append(f"    {key:<28} {value}")
+    lines += _model_block(result.figures)
     figures = sorted(p.name for p in (result.run_dir / "figures").glob("*.png"))
     lines += ["", f"Figures ({len(figures)}): {result.run_dir / 'figures'}"]
     return "\n".join(lines)
