@@ -3,6 +3,9 @@ the same run, as medians of several repetitions (these machines are noisy).
 
     python -m ridematch_nb bench --sizes 50000 200000 --repeat 3
 
+With ``--online``: Feast materialization (source rows/s) and online lookups of 1 and
+50 drivers through Feast next to a raw redis-py pipeline reading the same hashes.
+
 Pairs: ``generate`` (simulate + serialize + produce, delivery confirmed) against
 ``produce_raw`` (pre-serialized bytes, same producer settings); ``etl`` (Kafka ->
 validated parquet in S3, committed) against ``consume_raw`` (the same consumer
@@ -119,7 +122,11 @@ def bench_size(settings: Settings, n: int, repeat: int, tag: str) -> dict:
 
 
 def run_bench(
-    settings: Settings, sizes: list[int], repeat: int = 3, say: Callable[[str], None] = print
+    settings: Settings,
+    sizes: list[int],
+    repeat: int = 3,
+    say: Callable[[str], None] = print,
+    online: bool = False,
 ) -> dict:
     """Measure every pair at every size; returns the results and writes them as JSON."""
     tag = uuid.uuid4().hex[:6]
@@ -133,11 +140,34 @@ def run_bench(
         row = bench_size(settings, n, repeat, tag)
         results["sizes"][str(n)] = row
         say(table_line(n, row))
+    if online:
+        results.update(_online_figures(settings, repeat, say))
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(results, indent=2))
     results["path"] = str(path)
     return results
+
+
+def _online_figures(settings: Settings, repeat: int, say: Callable[[str], None]) -> dict:
+    from ridematch_nb.features import event_time_range
+
+    if event_time_range(settings) is None:
+        say("online: skipped, the lake has no driver updates (run make demo first)")
+        return {}
+    mat = bench_materialize(settings, repeat)
+    say(
+        f"  materialize: {mat['rows_per_s']['median']:,.0f} source rows/s "
+        f"over {mat['source_rows']:,} rows"
+    )
+    lookup = bench_online(settings)
+    for n, row in lookup.items():
+        say(
+            f"  online lookup of {n:>2} drivers: feast p50 {row['feast']['p50_ms']} ms, "
+            f"p99 {row['feast']['p99_ms']} ms | redis-py pipeline p50 "
+            f"{row['redis_pipeline']['p50_ms']} ms, p99 {row['redis_pipeline']['p99_ms']} ms"
+        )
+    return {"materialize": mat, "online_lookup": lookup}
 
 
 def table_line(n: int, row: dict) -> str:
@@ -147,3 +177,62 @@ def table_line(n: int, row: dict) -> str:
         f"etl {row['etl']['median']:>9,.0f}/s vs consume_raw "
         f"{row['consume_raw']['median']:>9,.0f}/s ({row['etl_vs_raw']:.0%})"
     )
+
+
+def _percentiles(samples_ms: list[float]) -> dict:
+    arr = sorted(samples_ms)
+    pick = lambda q: arr[min(len(arr) - 1, int(q * len(arr)))]  # noqa: E731
+    return {"p50_ms": round(pick(0.5), 3), "p99_ms": round(pick(0.99), 3)}
+
+
+def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: int = 300) -> dict:
+    """Online lookup of the feature service through Feast against a raw redis-py pipeline
+    reading the same hashes, interleaved so both see the same machine load."""
+    import redis
+
+    from ridematch_nb import features
+
+    fs = features.store(settings)
+    service = fs.get_feature_service(features.FEATURE_SERVICE)
+    client = redis.Redis.from_url(settings.redis_url)
+    project = fs.project.encode()
+    keys = [k for k in client.scan_iter(count=5000) if k.endswith(project)]
+    out = {}
+    for n in sizes:
+        ids = [f"driver_{i}" for i in range(n)]
+        own = keys[:n]
+        feast_ms, raw_ms = [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fs.get_online_features(
+                features=service, entity_rows=[{"driver_id": d} for d in ids]
+            ).to_dict()
+            t1 = time.perf_counter()
+            pipe = client.pipeline(transaction=False)
+            for key in own:
+                pipe.hgetall(key)
+            pipe.execute()
+            t2 = time.perf_counter()
+            feast_ms.append((t1 - t0) * 1e3)
+            raw_ms.append((t2 - t1) * 1e3)
+        out[str(n)] = {"feast": _percentiles(feast_ms), "redis_pipeline": _percentiles(raw_ms)}
+    return out
+
+
+def bench_materialize(settings: Settings, repeat: int = 3) -> dict:
+    """Full materialization of the lake's driver updates: source rows scanned per second."""
+    from datetime import timedelta
+
+    from ridematch_nb import features
+    from ridematch_nb.storage import read_dataset
+
+    fs = features.apply(settings)
+    rows = read_dataset(settings, "driver_update", columns=["timestamp"]).num_rows
+    start, end = features.event_time_range(settings)
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        fs.materialize(start_date=start, end_date=end + timedelta(seconds=1))
+        return rows / (time.perf_counter() - t0)
+
+    return {"source_rows": rows, "rows_per_s": _median(once, repeat)}

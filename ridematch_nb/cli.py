@@ -152,7 +152,7 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ridematch_nb.bench import run_bench
 
-    results = run_bench(_settings(args), sizes=args.sizes, repeat=args.repeat)
+    results = run_bench(_settings(args), sizes=args.sizes, repeat=args.repeat, online=args.online)
     print(f"results: {results['path']}")
     return 0
 
@@ -250,8 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_push_online)
 
     p = sub.add_parser("bench", help="each stage's rate next to its client's raw limit")
-    p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[50_000, 200_000])
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="also Feast materialize and online lookups (needs a materialized demo)",
+    )
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_bench)
 
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kafka", "botocore", "urllib3", "s3fs", "aiobotocore", "papermill"):
+    for noisy in ("kafka", "botocore", "urllib3", "s3fs", "aiobotocore", "papermill", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     from ridematch_nb.kafka_io import KafkaUnavailable
     from ridematch_nb.stack import StackError
