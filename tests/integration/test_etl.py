@@ -18,6 +18,7 @@ from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic
 from ridematch_nb.sim import WorldParams
 from ridematch_nb.storage import Lake, S3Unavailable, read_dataset, read_rejected
 from tests.conftest import TEST_PARAMS
+from tests.helpers.samples import GOOD_DRIVER_UPDATE
 from tests.helpers.tcp_proxy import Proxy
 
 WORLD = WorldParams(seed=5, n_drivers=150, n_riders=400, start="2026-10-05T12:00:00Z")
@@ -97,16 +98,7 @@ def test_round_trip_lands_every_event_once_with_the_generators_counts(
     assert again.consumed == 0 and again.files_written == 0
 
 
-GOOD = {
-    "event_type": "driver_update",
-    "driver_id": "driver_1",
-    "lat": 40.75,
-    "lon": -73.98,
-    "status": "idle",
-    "timestamp": "2026-10-05T12:00:00Z",
-    "accept_rate_7d": 0.5,
-    "avg_response_ms": 900,
-}
+GOOD = GOOD_DRIVER_UPDATE
 POISON = {
     b"this is not json": "not_json",
     encode({**GOOD, "event_type": "driver_teleport"}): "unknown_event_type",

@@ -145,66 +145,37 @@ def test_executed_notebooks_hold_no_secrets(chain, settings):
             assert not any(s in text for s in secrets), path
 
 
-def test_papermill_runs_a_notebook_from_another_working_directory(stack, tmp_path):
-    out = tmp_path / "inspect.ipynb"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(PROJECT_ROOT / "notebooks" / "02_inspect.ipynb"),
-            str(out),
-            "-p",
-            "params_file",
-            TEST_PARAMS,
-            "-p",
-            "run_dir",
-            str(tmp_path),
-            "-p",
-            "max_events",
-            "2000",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def papermill_from(folder, notebook: str, **params) -> dict:
+    """Run one notebook with the papermill CLI from ``folder``, as a user would by hand;
+    returns the figures it recorded there."""
+    args = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(PROJECT_ROOT / "notebooks" / f"{notebook}.ipynb"),
+        str(folder / f"{notebook}.ipynb"),
+        "-p",
+        "params_file",
+        TEST_PARAMS,
+        "-p",
+        "run_dir",
+        str(folder),
+    ]
+    for key, value in params.items():
+        args += ["-p", key, str(value)]
+    proc = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((tmp_path / "02_inspect.json").read_text())["events_read"] == 2000
+    return json.loads((folder / f"{notebook}.json").read_text())
+
+
+def test_papermill_runs_a_notebook_from_another_working_directory(stack, tmp_path):
+    assert papermill_from(tmp_path, "02_inspect", max_events=2000)["events_read"] == 2000
 
 
 def test_papermill_runs_the_etl_notebook_by_hand_from_another_directory(chain, tmp_path, unique):
-    out = tmp_path / "etl.ipynb"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(PROJECT_ROOT / "notebooks" / "03_etl.ipynb"),
-            str(out),
-            "-p",
-            "params_file",
-            TEST_PARAMS,
-            "-p",
-            "run_dir",
-            str(tmp_path),
-            "-p",
-            "group",
-            f"g-{unique}",
-            "-p",
-            "prefix",
-            f"tests/{unique}",
-            "-p",
-            "idle_s",
-            "2",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    record = papermill_from(
+        tmp_path, "03_etl", group=f"g-{unique}", prefix=f"tests/{unique}", idle_s=2
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads((tmp_path / "03_etl.json").read_text())
     assert record["consumed"] == load_record(chain.run_dir, "01_generate")["delivered"]
 
 

@@ -14,6 +14,7 @@ from ridematch_nb.events import (
     validate,
 )
 from ridematch_nb.sim import WorldParams, simulate
+from tests.helpers.samples import GOOD_DRIVER_UPDATE
 
 SEED_TS = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -89,16 +90,7 @@ def test_keys_are_entity_ids(stream):
         assert key.startswith("rider_" if event["event_type"] == "rider_request" else "driver_")
 
 
-GOOD = {
-    "event_type": "driver_update",
-    "driver_id": "driver_1",
-    "lat": 40.75,
-    "lon": -73.98,
-    "status": "idle",
-    "timestamp": "2026-10-05T04:00:00Z",
-    "accept_rate_7d": 0.5,
-    "avg_response_ms": 900,
-}
+GOOD = GOOD_DRIVER_UPDATE
 
 
 @pytest.mark.parametrize(
