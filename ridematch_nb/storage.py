@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ridematch_nb.config import Settings
 
@@ -108,8 +108,6 @@ class Lake:
                 if not page.get("IsTruncated"):
                     return out
                 kwargs["ContinuationToken"] = page["NextContinuationToken"]
-        except EndpointConnectionError as exc:
-            raise self._fail(f"list {prefix}", exc) from None
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(f"list {prefix}", exc) from None
 
