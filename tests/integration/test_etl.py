@@ -46,6 +46,20 @@ def landed_offsets(settings, prefix: str) -> list[tuple[int, int]]:
     return out
 
 
+def rerun(settings, group: str, prefix: str, topic: str):
+    """A normal worker after a failure, cutting chunks differently from the failed one
+    (so stale files could not hide by simply being overwritten)."""
+    return etl.run(
+        settings,
+        group=group,
+        prefix=prefix,
+        topic=topic,
+        idle_s=2,
+        roll_records=1000,
+        progress=False,
+    )
+
+
 def produced(summary) -> set[tuple[int, int]]:
     return {
         (int(p), o) for p, (first, last) in summary.offsets.items() for o in range(first, last + 1)
@@ -170,15 +184,7 @@ def test_sigkill_then_rerun_leaves_every_record_exactly_once(settings, unique, e
     left = Lake(settings).keys(f"{prefix}/")
     assert any("/_etl/pending/" in k for k in left), "the crash left no pending chunk"
     # the rerun cuts chunks differently, so stale files would not simply be overwritten
-    summary = etl.run(
-        settings,
-        group=group,
-        prefix=prefix,
-        topic=topic,
-        idle_s=2,
-        roll_records=1000,
-        progress=False,
-    )
+    summary = rerun(settings, group, prefix, topic)
     assert summary.stale_objects_removed >= 1
     assert summary.consumed == gen.delivered  # nothing was committed by the dead worker
     assert_exactly_once(settings, prefix, produced(gen))
@@ -227,15 +233,7 @@ def test_s3_going_away_mid_run_fails_clearly_and_commits_nothing_unwritten(
     for p, upto in committed.items():
         assert {(p, o) for o in range(upto)} <= written
 
-    summary = etl.run(
-        settings,
-        group=group,
-        prefix=prefix,
-        topic=topic,
-        idle_s=2,
-        roll_records=1000,
-        progress=False,
-    )
+    summary = rerun(settings, group, prefix, topic)
     assert summary.consumed == gen.delivered - sum(committed.values())
     assert_exactly_once(settings, prefix, produced(gen))
 
