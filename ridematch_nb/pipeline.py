@@ -130,6 +130,9 @@ def run_chain(
                 kernel_name="python3",
                 cwd=str(PROJECT_ROOT),
                 progress_bar=False,
+                # the kernel's own log (e.g. ipykernel's notice that its loopback TCP
+                # channel is unencrypted) is noise here; cell errors still surface
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except PapermillExecutionError as exc:
             result.timings[nb.stem] = round(time.perf_counter() - t0, 2)
