@@ -167,7 +167,12 @@ def _online_figures(settings: Settings, repeat: int, say: Callable[[str], None])
             f"p99 {row['feast']['p99_ms']} ms | redis-py pipeline p50 "
             f"{row['redis_pipeline']['p50_ms']} ms, p99 {row['redis_pipeline']['p99_ms']} ms"
         )
-    return {"materialize": mat, "online_lookup": lookup}
+    fresh = bench_freshness(settings)
+    say(
+        f"  freshness under the stream push: {fresh['visible']}/{fresh['updates']} visible, "
+        f"p50 {fresh['p50_ms']} ms, p99 {fresh['p99_ms']} ms"
+    )
+    return {"materialize": mat, "online_lookup": lookup, "freshness": fresh}
 
 
 def table_line(n: int, row: dict) -> str:
@@ -236,3 +241,90 @@ def bench_materialize(settings: Settings, repeat: int = 3) -> dict:
         return rows / (time.perf_counter() - t0)
 
     return {"source_rows": rows, "rows_per_s": _median(once, repeat)}
+
+
+def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0) -> dict:
+    """Produce-to-readable-online latency while the stream push runs: ``n`` driver updates
+    at a steady rate, each for its own driver, polled online until visible."""
+    import threading
+
+    import pandas as pd
+
+    from ridematch_nb import features
+    from ridematch_nb.events import format_ts
+
+    fs = features.store(settings)
+    tag = uuid.uuid4().hex[:6]
+    topic = f"bench-fresh-{tag}"
+    ensure_topic(settings, topic, 2)
+    pusher = threading.Thread(
+        target=features.stream_to_online,
+        kwargs=dict(
+            settings=settings,
+            fs=fs,
+            mode="follow",
+            group=f"fresh-{tag}",
+            from_beginning=True,
+            max_records=n + 1,
+            topic=topic,
+        ),
+        daemon=True,
+    )
+    pusher.start()
+    pub = Publisher(connect_producer(settings), topic)
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            pending = [d for d in list(sent) if d not in seen]
+            if pending:
+                online = fs.get_online_features(
+                    features=["driver_state:status"],
+                    entity_rows=[{"driver_id": d} for d in pending],
+                )
+                now = time.perf_counter()
+                for d, status in zip(pending, online.to_dict()["status"], strict=True):
+                    if status is not None:
+                        seen[d] = now
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    for i in range(-1, n):  # update -1 warms up: measuring starts once the push has joined
+        if i == 0:
+            deadline = time.monotonic() + 30
+            while f"fresh_{tag}_-1" not in seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+        driver = f"fresh_{tag}_{i}"
+        event = {
+            "event_type": "driver_update",
+            "driver_id": driver,
+            "lat": 40.75,
+            "lon": -73.98,
+            "status": "idle",
+            "timestamp": format_ts(int(time.time())),
+            "accept_rate_7d": 0.5,
+            "avg_response_ms": 1000,
+        }
+        sent[driver] = time.perf_counter()
+        pub.send(driver.encode(), encode(event))
+        if i == -1:
+            pub.flush()
+        time.sleep(1 / rate_per_s)
+    pub.flush()
+    pub.close()
+    deadline = time.monotonic() + 30
+    while len(seen) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    lat_ms = [(seen[d] - sent[d]) * 1e3 for d in seen if not d.endswith("_-1")]
+    pusher.join(timeout=10)
+    summary = pd.Series(lat_ms).quantile([0.5, 0.99]).round(1) if lat_ms else None
+    return {
+        "updates": n,
+        "visible": len(lat_ms),
+        "p50_ms": float(summary[0.5]) if lat_ms else None,
+        "p99_ms": float(summary[0.99]) if lat_ms else None,
+    }
