@@ -59,7 +59,7 @@ demo: stack-up
 	$(PY) -m ridematch_nb run --params $(PARAMS)
 
 lab: stack-up
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=.
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean-data: stack-down
 	rm -rf .stack
