@@ -71,6 +71,9 @@ def store(settings: Settings, project: str | None = None):
     """A FeatureStore for this profile (sets the environment feature_repo/ reads)."""
     from feast import FeatureStore
 
+    from ridematch_nb import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
     os.environ.update(feast_env(settings, project))
     return FeatureStore(repo_path=str(REPO))
 

@@ -295,7 +295,7 @@ def latency(timings: pd.DataFrame) -> Figure:
     """Distribution of match latency, whole and by part (milliseconds)."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
     parts = ["candidates", "features", "scoring", "total"]
-    ax.boxplot([timings[p] for p in parts], tick_labels=parts, showfliers=True, vert=False)
+    ax.boxplot([timings[p] for p in parts], tick_labels=parts, orientation="horizontal")
     ax.set_xscale("log")  # the first lookups warm Feast's caches: keep the outliers visible
     ax.set_xlabel("milliseconds (log scale)")
     ax.set_title("match latency by part", fontsize=10, loc="left")
