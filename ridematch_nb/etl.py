@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -34,12 +33,15 @@ from tqdm.auto import tqdm
 
 from ridematch_nb.config import Settings
 from ridematch_nb.events import SCHEMAS, InvalidEvent, decode, parse_ts
-from ridematch_nb.kafka_io import FETCH_TUNING, _connect
-from ridematch_nb.stack import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
+from ridematch_nb.kafka_io import _connect, group_consumer, stop_on_sigterm
 from ridematch_nb.storage import (
+    PENDING,
+    REJECTED,
     Lake,
     chunk_name,
     data_key,
+    dataset_prefix,
+    lake_path,
     pending_key,
     rejected_key,
 )
@@ -214,7 +216,7 @@ class ETL:
         if roll_event_s <= 0:
             raise ValueError(f"parameter roll_event_s={roll_event_s!r} must be positive")
         self.settings, self.group = settings, group
-        self.prefix = settings.prefix if prefix is None else prefix
+        self.prefix = dataset_prefix(settings, prefix)
         self.topic = topic or settings.topic
         self.roll_records, self.roll_event_s = roll_records, roll_event_s
         self.lake = Lake(settings)
@@ -226,21 +228,7 @@ class ETL:
         self.summary = ETLSummary(mode="", group=group, topic=self.topic)
         self.landed: Counter = Counter()
         self.rejected: Counter = Counter()
-        self.consumer = _connect(settings, self._consumer, attempts=5, backoff_s=1.0)
-
-    def _consumer(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
-            heartbeat_interval_ms=KAFKA_HEARTBEAT_MS,
-            bootstrap_timeout_ms=3000,
-            **FETCH_TUNING,
-        )
-        consumer.subscribe([self.topic], listener=_Rebalance(self))
-        return consumer
+        self.consumer = group_consumer(settings, group, self.topic, listener=_Rebalance(self))
 
     # ---- crash recovery ---------------------------------------------------------------
 
@@ -349,53 +337,46 @@ class ETL:
         if mode not in MODES:
             raise ValueError(f"parameter mode={mode!r} must be one of {MODES}")
         self.summary.mode = mode
-        stop = {"now": False}
-        previous = signal.getsignal(signal.SIGTERM)
-        try:
-            signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-        except ValueError:
-            previous = None  # not the main thread: Ctrl+C / max_records only
         t0 = time.perf_counter()
-        quiet_since, joined_by = time.monotonic(), time.monotonic() + join_timeout_s
-        bar = tqdm(unit="ev", desc=f"etl {mode}", disable=not progress, mininterval=0.5)
         try:
-            while not stop["now"]:
-                batch = self.consumer.poll(timeout_ms=500)
-                rewound = self._take_assignment()
-                batch = {tp: recs for tp, recs in batch.items() if tp.partition not in rewound}
-                if batch:
-                    quiet_since = time.monotonic()
-                    for records in batch.values():
-                        for record in records:
-                            self._take(record)
-                            if max_records and self.summary.consumed >= max_records:
-                                stop["now"] = True
-                                break
-                        if stop["now"]:
-                            break
-                    bar.update(sum(len(r) for r in batch.values()))
-                    continue
-                if mode == "follow":
-                    continue
-                if not self.consumer.assignment():
-                    if time.monotonic() > joined_by:
-                        raise TimeoutError(
-                            f"ETL worker got no partition of {self.topic} from group "
-                            f"{self.group} within {join_timeout_s:.0f} s"
-                        )
-                    continue
-                if time.monotonic() - quiet_since >= idle_s and self._caught_up():
-                    break
+            with (
+                stop_on_sigterm() as stop,
+                tqdm(unit="ev", desc=f"etl {mode}", disable=not progress, mininterval=0.5) as bar,
+            ):
+                self._loop(mode, idle_s, max_records, join_timeout_s, stop, bar)
         except KeyboardInterrupt:
             log.info("interrupted: writing what is buffered, then committing")
-        finally:
-            bar.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
         for partition in sorted(self.chunks):
             self._flush(partition)
         self._finish(t0)
         return self.summary
+
+    def _loop(self, mode, idle_s, max_records, join_timeout_s, stop, bar) -> None:
+        quiet_since, joined_by = time.monotonic(), time.monotonic() + join_timeout_s
+        while not stop["now"]:
+            batch = self.consumer.poll(timeout_ms=500)
+            rewound = self._take_assignment()
+            batch = {tp: recs for tp, recs in batch.items() if tp.partition not in rewound}
+            if batch:
+                quiet_since = time.monotonic()
+                for records in batch.values():
+                    for record in records:
+                        self._take(record)
+                        if max_records and self.summary.consumed >= max_records:
+                            return
+                bar.update(sum(len(r) for r in batch.values()))
+                continue
+            if mode == "follow":
+                continue
+            if not self.consumer.assignment():
+                if time.monotonic() > joined_by:
+                    raise TimeoutError(
+                        f"ETL worker got no partition of {self.topic} from group "
+                        f"{self.group} within {join_timeout_s:.0f} s"
+                    )
+                continue
+            if time.monotonic() - quiet_since >= idle_s and self._caught_up():
+                return
 
     def _finish(self, t0: float) -> None:
         s = self.summary
@@ -460,13 +441,12 @@ def forget(
     topic starts again at offset 0, so stale offsets and files would hide or double records.
     Returns the number of objects deleted."""
     lake = Lake(settings)
-    prefix = settings.prefix if prefix is None else prefix
-    base = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    prefix = dataset_prefix(settings, prefix)
     stale = [
         key
-        for area in [*SCHEMAS, "_rejected", f"_etl/pending/{topic}"]
-        for key in lake.keys(f"{base}{area}/")
-        if area.startswith("_etl") or key.rsplit("/", 1)[1].startswith(f"{topic}+")
+        for area in [*SCHEMAS, REJECTED, f"{PENDING}/{topic}"]
+        for key in lake.keys(lake_path(prefix, area) + "/")
+        if area.startswith(PENDING) or key.rsplit("/", 1)[1].startswith(f"{topic}+")
     ]
     lake.delete(stale)
     consumer = _connect(

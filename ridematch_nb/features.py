@@ -14,6 +14,7 @@ import sys
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from ridematch_nb.config import PROJECT_ROOT, Settings
@@ -171,6 +172,16 @@ def latest_offline(settings: Settings, driver_ids: list[str] | None = None) -> p
     return df.groupby("driver_id").tail(1).set_index("driver_id").sort_index()
 
 
+def values_equal(a, b) -> bool:
+    """Equal feature values: exactly, or as floats to 1e-9 (Redis and parquet round-trip
+    floats through different encodings)."""
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) or isinstance(b, float):
+        return bool(np.isclose(float(a), float(b), rtol=0, atol=1e-9))
+    return bool(a == b)
+
+
 def verify(fs, settings: Settings, driver_ids: list[str]) -> pd.DataFrame:
     """Online vs latest offline per driver and feature; a ``match`` column says if equal."""
     on = online(fs, driver_ids).set_index("driver_id").sort_index()
@@ -180,7 +191,7 @@ def verify(fs, settings: Settings, driver_ids: list[str]) -> pd.DataFrame:
         for feat in ONLINE_FEATURES:
             a = on.at[driver, feat] if driver in on.index else None
             b = off.at[driver, feat] if driver in off.index else None
-            same = (a == b) or (isinstance(a, float) and b is not None and abs(a - b) < 1e-9)
+            same = values_equal(a, b)
             rows.append(
                 {
                     "driver_id": driver,
@@ -223,83 +234,65 @@ def stream_to_online(
     never overwrite newer ones online (the store compares event times), so replays and
     late materializations are harmless. ``drain`` stops when caught up and quiet.
     """
-    import json
-    import signal
     import time
 
     import redis
-    from kafka import KafkaConsumer
 
-    from ridematch_nb.events import InvalidEvent, validate
-    from ridematch_nb.kafka_io import FETCH_TUNING, _connect
+    from ridematch_nb.kafka_io import caught_up, group_consumer, stop_on_sigterm
     from ridematch_nb.matching import update_index
 
     check_redis(settings)
     index = redis.Redis.from_url(settings.redis_url)
-    consumer = _connect(
-        settings,
-        lambda: KafkaConsumer(
-            topic or settings.topic,
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if from_beginning else "latest",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=2000,
-            **FETCH_TUNING,
-        ),
-        attempts=5,
-        backoff_s=1.0,
-    )
-    stop = {"now": False}
-    try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    except ValueError:
-        previous = None
+    consumer = group_consumer(settings, group, topic, from_beginning=from_beginning)
     counts = {"read": 0, "pushed": 0, "skipped": 0}
     quiet_since = time.monotonic()
     try:
-        while not stop["now"]:
-            batch = consumer.poll(timeout_ms=200)
-            if not batch:
-                caught = consumer.assignment() and all(
-                    consumer.highwater(tp) is not None
-                    and consumer.position(tp) >= consumer.highwater(tp)
-                    for tp in consumer.assignment()
-                )
-                if mode == "drain" and caught and time.monotonic() - quiet_since >= idle_s:
+        with stop_on_sigterm() as stop:
+            while not stop["now"]:
+                batch = consumer.poll(timeout_ms=200)
+                if not batch:
+                    assigned = consumer.assignment()
+                    quiet = time.monotonic() - quiet_since >= idle_s
+                    if mode == "drain" and assigned and caught_up(consumer, assigned) and quiet:
+                        break
+                    continue
+                quiet_since = time.monotonic()
+                frame = _newest_driver_states(batch, counts)
+                if len(frame):
+                    counts["pushed"] += push_driver_updates(fs, frame)
+                    update_index(index, fs.project, frame)
+                consumer.commit()
+                if max_records and counts["read"] >= max_records:
                     break
-                continue
-            quiet_since = time.monotonic()
-            newest: dict[str, dict] = {}
-            for records in batch.values():
-                for record in records:
-                    counts["read"] += 1
-                    try:
-                        event = json.loads(record.value)
-                        if validate(event) != "driver_update":
-                            continue
-                    except (InvalidEvent, ValueError):
-                        counts["skipped"] += 1
-                        continue
-                    seen = newest.get(event["driver_id"])
-                    if seen is None or event["timestamp"] >= seen["timestamp"]:
-                        newest[event["driver_id"]] = event
-            if newest:
-                frame = pd.DataFrame(newest.values())
-                frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-                counts["pushed"] += push_driver_updates(fs, frame)
-                update_index(index, fs.project, frame)
-            consumer.commit()
-            if max_records and counts["read"] >= max_records:
-                break
     except KeyboardInterrupt:
         pass
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         consumer.close()
     return counts
+
+
+def _newest_driver_states(batch: dict, counts: dict) -> pd.DataFrame:
+    """The newest valid driver_update per driver in one poll (others counted, not pushed)."""
+    from ridematch_nb.events import InvalidEvent, decode
+
+    newest: dict[str, dict] = {}
+    for records in batch.values():
+        for record in records:
+            counts["read"] += 1
+            try:
+                event = decode(record.value)
+            except InvalidEvent:
+                counts["skipped"] += 1
+                continue
+            if event["event_type"] != "driver_update":
+                continue
+            seen = newest.get(event["driver_id"])
+            if seen is None or event["timestamp"] >= seen["timestamp"]:
+                newest[event["driver_id"]] = event
+    frame = pd.DataFrame(list(newest.values()))
+    if len(frame):
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
 
 
 def require_match(check: pd.DataFrame) -> None:

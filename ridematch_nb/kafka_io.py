@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from ridematch_nb.config import Settings
 log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPTS = 5
+# Group joins on Tansu wait about half the session timeout; keep it short.
+KAFKA_SESSION_TIMEOUT_MS = 6000
+KAFKA_HEARTBEAT_MS = 2000
 # Measured here: batching decides the producer's rate (defaults gave 12-29k/s).
 PRODUCER_TUNING = {"batch_size": 512 * 1024, "linger_ms": 20}
 # Large fetches: Tansu answers one partition at a time, and small fetches crawl.
@@ -80,6 +84,51 @@ def connect_producer(
         **overrides,
     }
     return _connect(settings, lambda: KafkaProducer(**config), attempts, backoff_s)
+
+
+def group_consumer(
+    settings: Settings,
+    group: str,
+    topic: str | None = None,
+    from_beginning: bool = True,
+    listener=None,
+    attempts: int = CONNECT_ATTEMPTS,
+) -> KafkaConsumer:
+    """A consumer-group member with manual commits, short sessions and large fetches,
+    subscribed to ``topic`` (the profile's by default)."""
+
+    def make() -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=KAFKA_HEARTBEAT_MS,
+            bootstrap_timeout_ms=3000,
+            **FETCH_TUNING,
+        )
+        consumer.subscribe([topic or settings.topic], listener=listener)
+        return consumer
+
+    return _connect(settings, make, attempts, backoff_s=1.0)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """A flag dict whose ``now`` turns True on SIGTERM, so follow loops end cleanly
+    (writing and committing what they hold). Outside the main thread signals cannot be
+    caught; the flag then only changes by other means (Ctrl+C, bounds)."""
+    stop = {"now": False}
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    except ValueError:
+        previous = None
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def admin_client(settings: Settings, attempts: int = 1) -> KafkaAdminClient:

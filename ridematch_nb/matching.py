@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import redis
 
 from ridematch_nb.config import Settings
+from ridematch_nb.features import values_equal
 from ridematch_nb.training import STORE_FEATURES, TrainedModel, request_features
 
 
@@ -150,8 +150,5 @@ def skew_check(fs, service_name: str, driver_ids: list[str], as_of) -> pd.DataFr
     out = {"driver_id": merged["driver_id"]}
     for feat in STORE_FEATURES:
         a, b = merged[f"{feat}_offline"], merged[f"{feat}_online"]
-        out[feat] = [
-            (x == y) or (isinstance(x, float) and np.isclose(x, y))
-            for x, y in zip(a, b, strict=True)
-        ]
+        out[feat] = [values_equal(x, y) for x, y in zip(a, b, strict=True)]
     return pd.DataFrame(out).set_index("driver_id")

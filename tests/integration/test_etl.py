@@ -289,6 +289,7 @@ def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, uni
             sys.executable,
             "-m",
             "ridematch_nb",
+            "-v",  # its log explains a failure below
             "etl",
             "--mode",
             "follow",
@@ -320,10 +321,11 @@ def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, uni
         assert wait_landed(800) >= 800
         stack.restart("kafka")
         produce(1000, 1000)
-        assert wait_landed(1800) >= 1800, "no progress after the broker restart"
+        after_restart = wait_landed(1800)
     finally:
         worker.send_signal(signal.SIGTERM)
         _out, errs = worker.communicate(timeout=60)
+    assert after_restart >= 1800, f"no progress after the broker restart: {errs[-3000:]}"
     assert worker.returncode == 0, errs[-2000:]
     seen = landed_offsets(settings, prefix)
     assert len(seen) == len(set(seen)) == 2000
