@@ -11,6 +11,7 @@ The promises of a sink connector, kept here in a few rules:
 - When a partition is assigned, manifests at or past its committed offset belong
   to an attempt that never committed: their objects are deleted before the
   records are read again, so a crash at any point leaves nothing a reader counts twice.
+  A commit refused because the group moved on leaves its manifest to that next owner.
 - Bad records (not JSON, unknown type, missing or mistyped fields, coordinates
   outside the world, naive timestamps) go to ``_rejected/`` with their raw bytes,
   reason, partition and offset, and are counted: consumed = landed + rejected.
@@ -33,7 +34,12 @@ from tqdm.auto import tqdm
 
 from ridematch_nb.config import Settings
 from ridematch_nb.events import SCHEMAS, InvalidEvent, decode, parse_ts
-from ridematch_nb.kafka_io import _connect, group_consumer, stop_on_sigterm
+from ridematch_nb.kafka_io import (
+    _connect,
+    group_consumer,
+    poll_through_outages,
+    stop_on_sigterm,
+)
 from ridematch_nb.storage import (
     PENDING,
     REJECTED,
@@ -276,7 +282,22 @@ class ETL:
         self.lake.put_json(manifest, {"keys": sorted(files)})
         for key, table in files.items():
             self.lake.put_table(key, table)
-        self._commit(chunk.partition, chunk.last + 1)
+        try:
+            self._commit(chunk.partition, chunk.last + 1)
+        except CommitFailedError:
+            # The group moved on (a rebalance, or the broker forgot this member across a
+            # restart): the partition is not ours to commit. The manifest stays, so whoever
+            # owns the partition next deletes these files and reads the records again.
+            log.warning(
+                "partition %d moved on before offsets %d-%d were committed; "
+                "its next owner rewrites them",
+                chunk.partition,
+                chunk.first,
+                chunk.last,
+            )
+            self.summary.consumed -= chunk.count
+            self.next_offset.pop(chunk.partition, None)
+            return
         self.lake.delete([manifest])
         for (etype, _, _), rows in chunk.rows.items():
             self.landed[etype] += len(rows)
@@ -353,8 +374,9 @@ class ETL:
 
     def _loop(self, mode, idle_s, max_records, join_timeout_s, stop, bar) -> None:
         quiet_since, joined_by = time.monotonic(), time.monotonic() + join_timeout_s
+        outage: dict = {}
         while not stop["now"]:
-            batch = self.consumer.poll(timeout_ms=500)
+            batch = poll_through_outages(self.consumer, self.settings, outage)
             rewound = self._take_assignment()
             batch = {tp: recs for tp, recs in batch.items() if tp.partition not in rewound}
             if batch:

@@ -238,7 +238,12 @@ def stream_to_online(
 
     import redis
 
-    from ridematch_nb.kafka_io import caught_up, group_consumer, stop_on_sigterm
+    from ridematch_nb.kafka_io import (
+        caught_up,
+        group_consumer,
+        poll_through_outages,
+        stop_on_sigterm,
+    )
     from ridematch_nb.matching import update_index
 
     check_redis(settings)
@@ -248,8 +253,9 @@ def stream_to_online(
     quiet_since = time.monotonic()
     try:
         with stop_on_sigterm() as stop:
+            outage: dict = {}
             while not stop["now"]:
-                batch = consumer.poll(timeout_ms=200)
+                batch = poll_through_outages(consumer, settings, outage, timeout_ms=200)
                 if not batch:
                     assigned = consumer.assignment()
                     quiet = time.monotonic() - quiet_since >= idle_s

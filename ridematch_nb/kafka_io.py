@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 from ridematch_nb.config import Settings
 
@@ -112,6 +118,33 @@ def group_consumer(
         return consumer
 
     return _connect(settings, make, attempts, backoff_s=1.0)
+
+
+# How long a follow loop rides out a broker it cannot reach before it gives up.
+OUTAGE_GIVE_UP_S = 120.0
+
+
+def poll_through_outages(
+    consumer: KafkaConsumer, settings: Settings, outage: dict, timeout_ms: int = 500
+) -> dict:
+    """``consumer.poll`` that treats a broker it cannot reach (a restart) as an empty
+    poll and retries, instead of ending the loop; after ``OUTAGE_GIVE_UP_S`` of
+    continuous failure it raises KafkaUnavailable. ``outage`` keeps the state between
+    calls (kafka-python 3.0 raises connection errors out of poll while it reconnects)."""
+    try:
+        batch = consumer.poll(timeout_ms=timeout_ms)
+    except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        now = time.monotonic()
+        since = outage.setdefault("since", now)
+        if now == since:
+            log.warning("Kafka at %s unreachable (%s); retrying", settings.kafka_bootstrap, exc)
+        if now - since > OUTAGE_GIVE_UP_S:
+            raise _unavailable(settings, 1, exc) from None
+        time.sleep(1.0)
+        return {}
+    if outage.pop("since", None) is not None:
+        log.info("Kafka at %s reachable again", settings.kafka_bootstrap)
+    return batch
 
 
 @contextlib.contextmanager

@@ -319,7 +319,9 @@ def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, uni
     try:
         produce(1000, 0)
         assert wait_landed(800) >= 800
-        stack.restart("kafka")
+        stack.stop("kafka")
+        time.sleep(5)  # long enough for the worker's client to fail polls, not just reconnect
+        stack.start("kafka")
         produce(1000, 1000)
         after_restart = wait_landed(1800)
     finally:
