@@ -24,16 +24,20 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
+from ridematch_nb.columnar import LANDED, ROW, DecodedBatch, decode_batch
+from ridematch_nb.columnar import to_table as _typed_rows
 from ridematch_nb.config import Settings
-from ridematch_nb.events import SCHEMAS, InvalidEvent, decode, parse_ts
+from ridematch_nb.events import SCHEMAS
 from ridematch_nb.kafka_io import (
     _connect,
     group_consumer,
@@ -56,14 +60,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "ridematch-etl"
 MODES = ("drain", "follow")
-_ARROW = {
-    "str": pa.string(),
-    "uuid": pa.string(),
-    "float": pa.float64(),
-    "int": pa.int64(),
-    "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
 REJECTED_SCHEMA = pa.schema(
     [
         ("kafka_partition", pa.int32()),
@@ -77,45 +73,66 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 
-def arrow_schema(event_type: str) -> pa.Schema:
-    """The landed columns of an event type: typed, coordinates split, plus Kafka lineage."""
-    cols = []
-    for name, spec in SCHEMAS[event_type].items():
-        if name == "event_type":
-            continue
-        if spec.kind == "latlon":
-            cols += [(f"{name}_lat", pa.float64()), (f"{name}_lon", pa.float64())]
-        else:
-            cols.append((name, _ARROW[spec.kind]))
-    cols += [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
-    return pa.schema(cols)
-
-
-SCHEMAS_ARROW = {etype: arrow_schema(etype) for etype in SCHEMAS}
+LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
+# The landed files: the event's typed columns, then where in Kafka the record was.
+SCHEMAS_ARROW = {
+    etype: pa.schema([*schema, *(pa.field(n, t) for n, t in LINEAGE)])
+    for etype, schema in LANDED.items()
+}
 
 
 def to_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -> pa.Table:
-    """Validated events of one type to a typed table (timestamps already parsed)."""
-    schema = SCHEMAS_ARROW[event_type]
-    cols: dict[str, list] = {f.name: [] for f in schema}
-    for event, ts, partition, offset in rows:
-        for name, spec in SCHEMAS[event_type].items():
-            if name == "event_type":
-                continue
-            if spec.kind == "latlon":
-                cols[f"{name}_lat"].append(float(event[name][0]))
-                cols[f"{name}_lon"].append(float(event[name][1]))
-            elif name == "timestamp":
-                cols[name].append(ts)
-            elif spec.kind == "float":
-                cols[name].append(float(event[name]))
-            elif spec.kind == "int":
-                cols[name].append(int(event[name]))
-            else:
-                cols[name].append(event[name])
-        cols["kafka_partition"].append(partition)
-        cols["kafka_offset"].append(offset)
-    return pa.table(cols, schema=schema)
+    """Valid events as ``(event, parsed timestamp, partition, offset)`` to a landed table,
+    as the ETL writes it (for crafted data in tests and examples)."""
+    table = _typed_rows(event_type, [(e, ts, i) for i, (e, ts, _, _) in enumerate(rows)])
+    return pa.Table.from_arrays(
+        [
+            *table.drop_columns([ROW]).columns,
+            pa.array([p for _, _, p, _ in rows], pa.int32()),
+            pa.array([o for _, _, _, o in rows], pa.int64()),
+        ],
+        schema=SCHEMAS_ARROW[event_type],
+    )
+
+
+@dataclass
+class Records:
+    """One partition's records from one poll, decoded as a batch."""
+
+    partition: int
+    offsets: np.ndarray
+    raw: list  # the ConsumerRecords, for the rejected rows' key, bytes and timestamp
+    decoded: DecodedBatch
+
+    @classmethod
+    def of(cls, partition: int, records: list) -> Records:
+        offsets = np.fromiter((r.offset for r in records), np.int64, len(records))
+        return cls(partition, offsets, records, decode_batch([r.value for r in records]))
+
+    def landed(self, event_type: str, lo: int, hi: int) -> pa.Table:
+        """Accepted rows of one type among rows lo..hi-1, with their Kafka lineage."""
+        table = self.decoded.rows_between(event_type, lo, hi)
+        rows = table.column(ROW).to_numpy()
+        table = table.drop_columns([ROW])
+        table = table.append_column(
+            "kafka_partition", pa.array(np.full(len(rows), self.partition, np.int32))
+        )
+        return table.append_column("kafka_offset", pa.array(self.offsets[rows]))
+
+    def rejected(self, lo: int, hi: int) -> list[dict]:
+        return [
+            {
+                "kafka_partition": self.partition,
+                "kafka_offset": int(self.offsets[row]),
+                "kafka_timestamp_ms": self.raw[row].timestamp,
+                "key": self.raw[row].key,
+                "raw": self.raw[row].value,
+                "reason": reason,
+                "detail": detail,
+            }
+            for row, reason, detail in self.decoded.rejected
+            if lo <= row < hi
+        ]
 
 
 @dataclass
@@ -128,34 +145,46 @@ class Chunk:
     count: int = 0
     min_ts: float = float("inf")
     max_ts: float = float("-inf")
-    rows: dict[tuple[str, str, int], list] = field(default_factory=lambda: defaultdict(list))
+    tables: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     rejected: list[dict] = field(default_factory=list)
 
-    def add(self, record) -> None:
+    def room(self, event_s: np.ndarray, roll_records: int, roll_event_s: float) -> int:
+        """How many of the next records fit: the chunk is full once it holds
+        ``roll_records`` records or spans ``roll_event_s`` of event time, checked after
+        each record as if they came one by one (so chunks never depend on poll sizes)."""
+        lows = np.fmin.accumulate(np.concatenate(([self.min_ts], event_s)))[1:]
+        highs = np.fmax.accumulate(np.concatenate(([self.max_ts], event_s)))[1:]
+        counts = self.count + np.arange(1, len(event_s) + 1)
+        full = (counts >= roll_records) | (highs - lows >= roll_event_s)
+        return int(np.argmax(full)) + 1 if full.any() else len(event_s)
+
+    def add(self, records: Records, lo: int, hi: int) -> None:
+        """Take rows lo..hi-1 of a decoded poll."""
         if self.first < 0:
-            self.first = record.offset
-        self.last = record.offset
-        self.count += 1
-        try:
-            event = decode(record.value)
-            ts = parse_ts(event["timestamp"])
-        except InvalidEvent as exc:
-            self.rejected.append(
-                {
-                    "kafka_partition": record.partition,
-                    "kafka_offset": record.offset,
-                    "kafka_timestamp_ms": record.timestamp,
-                    "key": record.key,
-                    "raw": record.value,
-                    "reason": exc.reason,
-                    "detail": str(exc)[:500],
-                }
-            )
-            return
-        epoch = ts.timestamp()
-        self.min_ts, self.max_ts = min(self.min_ts, epoch), max(self.max_ts, epoch)
-        group = (event["event_type"], ts.strftime("%Y-%m-%d"), ts.hour)
-        self.rows[group].append((event, ts, record.partition, record.offset))
+            self.first = int(records.offsets[lo])
+        self.last = int(records.offsets[hi - 1])
+        self.count += hi - lo
+        event_s = records.decoded.event_s[lo:hi]
+        if not np.isnan(event_s).all():
+            self.min_ts = min(self.min_ts, float(np.nanmin(event_s)))
+            self.max_ts = max(self.max_ts, float(np.nanmax(event_s)))
+        for etype in SCHEMAS:
+            table = records.landed(etype, lo, hi)
+            if table.num_rows:
+                self.tables[etype].append(table)
+        self.rejected += records.rejected(lo, hi)
+
+    def files(self) -> dict[tuple[str, str, int], pa.Table]:
+        """The chunk's rows per (event type, date, hour) of event time, in offset order."""
+        out = {}
+        for etype, parts in self.tables.items():
+            table = pa.concat_tables(parts).combine_chunks()
+            hours = pc.cast(table.column("timestamp"), pa.int64()).to_numpy() // 3_600_000_000
+            for hour in np.unique(hours):
+                when = datetime.fromtimestamp(int(hour) * 3600, tz=UTC)
+                rows = table if hours[0] == hours[-1] == hour else table.filter(hours == hour)
+                out[(etype, when.strftime("%Y-%m-%d"), when.hour)] = rows
+        return out
 
 
 @dataclass
@@ -270,9 +299,10 @@ class ETL:
 
     def _write(self, chunk: Chunk) -> None:
         stem = chunk_name(self.topic, chunk.partition, chunk.first, chunk.last)
+        tables = chunk.files()
         files = {
-            data_key(self.prefix, etype, date, hour, stem): to_table(etype, rows)
-            for (etype, date, hour), rows in sorted(chunk.rows.items())
+            data_key(self.prefix, etype, date, hour, stem): table
+            for (etype, date, hour), table in sorted(tables.items())
         }
         if chunk.rejected:
             files[rejected_key(self.prefix, stem)] = pa.Table.from_pylist(
@@ -299,8 +329,8 @@ class ETL:
             self.next_offset.pop(chunk.partition, None)
             return
         self.lake.delete([manifest])
-        for (etype, _, _), rows in chunk.rows.items():
-            self.landed[etype] += len(rows)
+        for (etype, _, _), table in tables.items():
+            self.landed[etype] += table.num_rows
         for rej in chunk.rejected:
             self.rejected[rej["reason"]] += 1
         self.summary.files_written += len(files)
@@ -326,15 +356,28 @@ class ETL:
         if chunk is not None and chunk.count:
             self._write(chunk)
 
-    def _take(self, record) -> None:
-        chunk = self.chunks.get(record.partition)
-        if chunk is None:
-            chunk = self.chunks[record.partition] = Chunk(record.partition)
-        chunk.add(record)
-        self.next_offset[record.partition] = record.offset + 1
-        self.summary.consumed += 1
-        if chunk.count >= self.roll_records or chunk.max_ts - chunk.min_ts >= self.roll_event_s:
-            self._flush(record.partition)
+    def _take(self, partition: int, polled: list, limit: int | None) -> bool:
+        """Decode one partition's polled records and add them to its chunks, writing each
+        chunk as it fills. Takes at most ``limit`` records; returns True when it did."""
+        stop = limit is not None and len(polled) >= limit
+        records = Records.of(partition, polled[:limit] if stop else polled)
+        lo, n = 0, len(records.offsets)
+        while lo < n:
+            chunk = self.chunks.get(partition)
+            if chunk is None:
+                chunk = self.chunks[partition] = Chunk(partition)
+            room = chunk.room(records.decoded.event_s[lo:], self.roll_records, self.roll_event_s)
+            chunk.add(records, lo, lo + room)
+            lo += room
+            self.next_offset[partition] = int(records.offsets[lo - 1]) + 1
+            self.summary.consumed += room
+            if (
+                lo < n
+                or chunk.count >= self.roll_records
+                or chunk.max_ts - chunk.min_ts >= (self.roll_event_s)
+            ):
+                self._flush(partition)
+        return stop
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -381,12 +424,12 @@ class ETL:
             batch = {tp: recs for tp, recs in batch.items() if tp.partition not in rewound}
             if batch:
                 quiet_since = time.monotonic()
-                for records in batch.values():
-                    for record in records:
-                        self._take(record)
-                        if max_records and self.summary.consumed >= max_records:
-                            return
-                bar.update(sum(len(r) for r in batch.values()))
+                for tp, records in batch.items():
+                    left = max_records - self.summary.consumed if max_records else None
+                    done = self._take(tp.partition, records, left)
+                    bar.update(min(len(records), left) if left is not None else len(records))
+                    if done:
+                        return
                 continue
             if mode == "follow":
                 continue

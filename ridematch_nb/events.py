@@ -119,9 +119,12 @@ def format_ts(epoch_s: float) -> str:
 
 def parse_ts(value: str) -> datetime:
     """A contract timestamp to an aware UTC datetime; naive or malformed ones are refused."""
-    if not isinstance(value, str) or not TIMESTAMP_RE.match(value):
+    if not isinstance(value, str) or not TIMESTAMP_RE.fullmatch(value):
         raise InvalidEvent("bad_timestamp", f"{value!r} is not ISO-8601 UTC ending in Z")
-    return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
+    try:
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidEvent("bad_timestamp", f"{value!r} is not a real date and time") from None
 
 
 def _check(name: str, spec: Field, value: Any) -> None:
@@ -130,7 +133,7 @@ def _check(name: str, spec: Field, value: Any) -> None:
         parse_ts(value)
         return
     if kind == "uuid":
-        if not isinstance(value, str) or not UUID_RE.match(value):
+        if not isinstance(value, str) or not UUID_RE.fullmatch(value):
             raise InvalidEvent("bad_field", f"{name}={value!r} is not a uuid")
         return
     if kind == "latlon":
@@ -179,8 +182,10 @@ def validate(event: Any) -> str:
     return etype
 
 
-def decode(raw: bytes) -> dict[str, Any]:
+def decode(raw: bytes | None) -> dict[str, Any]:
     """Bytes from Kafka to a validated event dict (raises InvalidEvent with a reason)."""
+    if raw is None:
+        raise InvalidEvent("not_json", "null value (a tombstone)")
     try:
         event = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
