@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -59,6 +60,8 @@ from ridematch_nb.storage import (
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "ridematch-etl"
+# Chunks uploading while the next records decode; more only holds more memory.
+MAX_IN_FLIGHT = 2
 MODES = ("drain", "follow")
 REJECTED_SCHEMA = pa.schema(
     [
@@ -203,6 +206,7 @@ class ETLSummary:
     partitions: list[int] = field(default_factory=list)
     seconds: float = 0.0
     events_per_s: float = 0.0
+    first_records_s: float = 0.0  # until the first records came: mostly the group join
     lag: dict[int, int] = field(default_factory=dict)  # partition -> records behind (lower bound)
 
     def to_dict(self) -> dict:
@@ -263,6 +267,8 @@ class ETL:
         self.summary = ETLSummary(mode="", group=group, topic=self.topic)
         self.landed: Counter = Counter()
         self.rejected: Counter = Counter()
+        self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-upload")
+        self.in_flight: deque = deque()  # (chunk, manifest, tables, files, future), oldest first
         self.consumer = group_consumer(settings, group, self.topic, listener=_Rebalance(self))
 
     # ---- crash recovery ---------------------------------------------------------------
@@ -272,6 +278,8 @@ class ETL:
         behind, and rewind to the committed offset (the client may have kept a read
         position past records whose buffer was dropped at the rebalance). Returns them."""
         fresh = set(self.to_clean)
+        if fresh:
+            self._settle(wait_for=len(self.in_flight))  # no upload may race the clean-up
         while self.to_clean:
             partition = self.to_clean.pop()
             tp = TopicPartition(self.topic, partition)
@@ -298,6 +306,9 @@ class ETL:
     # ---- writing ----------------------------------------------------------------------
 
     def _write(self, chunk: Chunk) -> None:
+        """Hand a full chunk to the upload thread (parquet encoding and S3 puts wait on
+        I/O and release the GIL, so the next records decode meanwhile); its offsets are
+        committed here, on the consumer's thread, once its upload is done."""
         stem = chunk_name(self.topic, chunk.partition, chunk.first, chunk.last)
         tables = chunk.files()
         files = {
@@ -309,9 +320,29 @@ class ETL:
                 chunk.rejected, schema=REJECTED_SCHEMA
             )
         manifest = pending_key(self.prefix, self.topic, chunk.partition, chunk.first, chunk.last)
+        upload = self.uploads.submit(self._upload, manifest, files)
+        self.in_flight.append((chunk, manifest, tables, len(files), upload))
+        self._settle(wait_for=len(self.in_flight) - MAX_IN_FLIGHT)
+
+    def _upload(self, manifest: str, files: dict[str, pa.Table]) -> None:
+        """Upload thread: the manifest first, then every object, each durable on return."""
         self.lake.put_json(manifest, {"keys": sorted(files)})
         for key, table in files.items():
             self.lake.put_table(key, table)
+
+    def _settle(self, wait_for: int = 0) -> None:
+        """Commit the chunks whose upload is done, oldest first (so a partition's offsets
+        only move forward over files that exist). Waits for the oldest ``wait_for``."""
+        while self.in_flight:
+            chunk, manifest, tables, n_files, upload = self.in_flight[0]
+            if wait_for <= 0 and not upload.done():
+                return
+            upload.result()  # an upload that failed raises here (S3Unavailable)
+            self.in_flight.popleft()
+            wait_for -= 1
+            self._committed(chunk, manifest, tables, n_files)
+
+    def _committed(self, chunk: Chunk, manifest: str, tables: dict, n_files: int) -> None:
         try:
             self._commit(chunk.partition, chunk.last + 1)
         except CommitFailedError:
@@ -333,7 +364,7 @@ class ETL:
             self.landed[etype] += table.num_rows
         for rej in chunk.rejected:
             self.rejected[rej["reason"]] += 1
-        self.summary.files_written += len(files)
+        self.summary.files_written += n_files
         self.summary.chunks += 1
 
     def _commit(self, partition: int, next_offset: int, attempts: int = 10) -> None:
@@ -401,7 +432,7 @@ class ETL:
         if mode not in MODES:
             raise ValueError(f"parameter mode={mode!r} must be one of {MODES}")
         self.summary.mode = mode
-        t0 = time.perf_counter()
+        t0 = self.t0 = time.perf_counter()
         try:
             with (
                 stop_on_sigterm() as stop,
@@ -412,6 +443,7 @@ class ETL:
             log.info("interrupted: writing what is buffered, then committing")
         for partition in sorted(self.chunks):
             self._flush(partition)
+        self._settle(wait_for=len(self.in_flight))
         self._finish(t0)
         return self.summary
 
@@ -421,9 +453,12 @@ class ETL:
         while not stop["now"]:
             batch = poll_through_outages(self.consumer, self.settings, outage)
             rewound = self._take_assignment()
+            self._settle()  # commit what finished uploading since the last poll
             batch = {tp: recs for tp, recs in batch.items() if tp.partition not in rewound}
             if batch:
                 quiet_since = time.monotonic()
+                if not self.summary.first_records_s:
+                    self.summary.first_records_s = round(time.perf_counter() - self.t0, 3)
                 for tp, records in batch.items():
                     left = max_records - self.summary.consumed if max_records else None
                     done = self._take(tp.partition, records, left)
@@ -464,6 +499,7 @@ class ETL:
             }
 
     def close(self) -> None:
+        self.uploads.shutdown(wait=True, cancel_futures=True)
         self.consumer.close()
 
 
