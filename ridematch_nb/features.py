@@ -307,3 +307,71 @@ def require_match(check: pd.DataFrame) -> None:
     if len(bad):
         sample = bad.head(5).to_dict(orient="records")
         raise ValueError(f"{len(bad)} online values differ from the lake, e.g. {sample}")
+
+
+class OnlineReader:
+    """The feature service's online values for many drivers in one Redis round trip.
+
+    Why not ``get_online_features``: for 50 drivers Feast spends about 2 ms in Python
+    (entity protos, one pipeline per feature view, response protos) around 0.4 ms of
+    Redis. This reads the very hashes Feast's Redis store writes (key: serialized
+    entity key + project; field: murmur3 of ``view:feature``), all views of all drivers
+    in one pipeline, and decodes each value proto once. Entity keys are cached, since
+    the same drivers come back request after request. A test holds it equal to
+    ``get_online_features``; the layout comes from Feast's own helpers, so a Feast
+    upgrade that changed it fails that test instead of serving nulls.
+    """
+
+    def __init__(self, fs, settings: Settings, service: str = FEATURE_SERVICE) -> None:
+        import redis
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
+
+        self._serialize = serialize_entity_key
+        self._version = fs.config.entity_key_serialization_version
+        self._project = fs.project.encode()
+        versioning = fs.config.registry.enable_online_feature_view_versioning
+        self.names, self._fields = [], []
+        for projection in fs.get_feature_service(service).feature_view_projections:
+            view = compute_versioned_name(fs.get_feature_view(projection.name), versioning)
+            for feat in projection.features:
+                self.names.append(feat.name)
+                self._fields.append(_mmh3(f"{view}:{feat.name}"))
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self._keys: dict[str, bytes] = {}
+
+    def _key(self, driver_id: str) -> bytes:
+        key = self._keys.get(driver_id)
+        if key is None:
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            entity = EntityKey(join_keys=["driver_id"], entity_values=[Value(string_val=driver_id)])
+            key = self._serialize(entity, entity_key_serialization_version=self._version)
+            key = self._keys[driver_id] = key + self._project
+        return key
+
+    def columns(self, driver_ids: list[str]) -> dict[str, list]:
+        """``{"driver_id": [...], feature: [...]}``, None where a driver has no value."""
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        pipe = self.redis.pipeline(transaction=False)
+        for driver in driver_ids:
+            pipe.hmget(self._key(driver), self._fields)
+        replies = pipe.execute()
+        out: dict[str, list] = {"driver_id": list(driver_ids)}
+        for i, name in enumerate(self.names):
+            values = []
+            for reply in replies:
+                raw = reply[i]
+                if raw is None:
+                    values.append(None)
+                    continue
+                proto = Value.FromString(raw)
+                kind = proto.WhichOneof("val")
+                values.append(getattr(proto, kind) if kind else None)
+            out[name] = values
+        return out
+
+    def frame(self, driver_ids: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(self.columns(driver_ids))

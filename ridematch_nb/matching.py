@@ -3,7 +3,8 @@
 Candidates come from a Redis geo index of idle drivers (``GEOSEARCH`` by radius),
 kept up by whoever writes driver state online: ``rebuild_index`` after a
 materialization, ``features.stream_to_online`` between them. Features come from the
-online store through the model's feature service; request features from the very
+online store through the model's feature service (``features.OnlineReader``: one
+Redis round trip for all candidates); request features from the very
 function training used (``training.request_features``), so serving sees what
 training saw.
 """
@@ -13,12 +14,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import redis
 
 from ridematch_nb.config import Settings
-from ridematch_nb.features import values_equal
-from ridematch_nb.training import STORE_FEATURES, TrainedModel, request_features
+from ridematch_nb.features import OnlineReader, values_equal
+from ridematch_nb.training import STORE_FEATURES, TrainedModel, derived_features
+
+# What a match returns per candidate, best first.
+RANKED = ["driver_id", "score", "pickup_km", "accept_rate_7d", "status"]
 
 
 def index_key(project: str) -> str:
@@ -75,7 +80,7 @@ class Matcher:
         self.fs, self.model, self.key = fs, trained, index_key(project)
         self.radius_km, self.max_candidates = radius_km, max_candidates
         self.redis = redis.Redis.from_url(settings.redis_url)
-        self.service = fs.get_feature_service(trained.feature_service)
+        self.reader = OnlineReader(fs, settings, trained.feature_service)
 
     def candidates(self, lat: float, lon: float) -> list[str]:
         found = self.redis.geosearch(
@@ -93,25 +98,23 @@ class Matcher:
         t0 = time.perf_counter()
         ids = self.candidates(request["origin_lat"], request["origin_lon"])
         t1 = time.perf_counter()
-        online = (
-            self.fs.get_online_features(
-                features=self.service, entity_rows=[{"driver_id": d} for d in ids]
-            ).to_df()
-            if ids
-            else pd.DataFrame(columns=["driver_id", *STORE_FEATURES])
-        )
+        online = self.reader.columns(ids)
         t2 = time.perf_counter()
-        present = online.dropna(subset=STORE_FEATURES)
-        present = present[present["status"] == "idle"]  # the index may lag the store
-        skipped = len(online) - len(present)
-        frame = present.assign(
-            **{k: request[k] for k in ("origin_lat", "origin_lon", "dest_lat", "dest_lon")}
-        )
-        frame["timestamp"] = pd.Timestamp(request["timestamp"])
-        if len(frame):
-            frame = pd.concat([frame, request_features(frame)], axis=1)
-            frame["score"] = self.model.scores(frame)
-            frame = frame.sort_values("score", ascending=False)
+        # the index may lag the store: only drivers the store has, and has as idle
+        keep = [
+            i
+            for i, status in enumerate(online["status"])
+            if status == "idle" and all(online[f][i] is not None for f in STORE_FEATURES)
+        ]
+        cols = {name: [values[i] for i in keep] for name, values in online.items()}
+        cols.update({k: request[k] for k in ("origin_lat", "origin_lon", "dest_lat", "dest_lon")})
+        ranked = pd.DataFrame(columns=RANKED)
+        if keep:
+            cols.update(derived_features(cols, request["timestamp"]))
+            scores = self.model.scores(pd.DataFrame({f: cols[f] for f in self.model.features}))
+            order = np.argsort(-scores, kind="stable")
+            cols["score"] = scores
+            ranked = pd.DataFrame({c: np.asarray(cols[c])[order] for c in RANKED})
         t3 = time.perf_counter()
         timings = {
             "candidates": (t1 - t0) * 1e3,
@@ -119,9 +122,7 @@ class Matcher:
             "scoring": (t3 - t2) * 1e3,
             "total": (t3 - t0) * 1e3,
         }
-        cols = ["driver_id", "score", "pickup_km", "accept_rate_7d", "status"]
-        ranked = frame[cols].reset_index(drop=True) if len(frame) else pd.DataFrame(columns=cols)
-        return Match(request["request_id"], ranked, skipped, timings)
+        return Match(request["request_id"], ranked, len(ids) - len(keep), timings)
 
 
 def latency_table(matches: list[Match]) -> pd.DataFrame:

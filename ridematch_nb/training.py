@@ -46,20 +46,28 @@ def request_features(frame: pd.DataFrame) -> pd.DataFrame:
 
     Needs: lat, lon (the driver, from the store), origin_lat/lon, dest_lat/lon,
     timestamp (UTC), status (from the store)."""
-    out = pd.DataFrame(index=frame.index)
-    out["pickup_km"] = distance_km(
-        frame["lat"], frame["lon"], frame["origin_lat"], frame["origin_lon"]
-    )
-    out["trip_km"] = distance_km(
-        frame["origin_lat"], frame["origin_lon"], frame["dest_lat"], frame["dest_lon"]
-    )
-    hour = frame["timestamp"].dt.tz_convert(CITY_TZ)
-    frac = (hour.dt.hour + hour.dt.minute / 60) / 24
-    out["hour_sin"], out["hour_cos"] = np.sin(2 * math.pi * frac), np.cos(2 * math.pi * frac)
-    # the store's last status is not 'idle' when the driver's newest report predates
-    # the moment it became free: a sign its position is stale too
-    out["stale_status"] = (frame["status"] != "idle").astype(float)
-    return out
+    return pd.DataFrame(derived_features(frame, frame["timestamp"]), index=frame.index)
+
+
+def derived_features(cols, timestamps) -> dict[str, np.ndarray]:
+    """The math of ``request_features`` on any columns (a frame, or a dict of arrays as
+    serving builds for a request's candidates); ``timestamps`` is one per row, or one
+    for all. Serving calls this directly: pandas frames cost more than the math."""
+    lat, lon = np.asarray(cols["lat"], float), np.asarray(cols["lon"], float)
+    o_lat, o_lon = np.asarray(cols["origin_lat"], float), np.asarray(cols["origin_lon"], float)
+    d_lat, d_lon = np.asarray(cols["dest_lat"], float), np.asarray(cols["dest_lon"], float)
+    local = pd.DatetimeIndex(np.atleast_1d(timestamps)).tz_convert(CITY_TZ)
+    frac = np.asarray((local.hour + local.minute / 60) / 24)
+    n = len(lat)
+    return {
+        "pickup_km": distance_km(lat, lon, o_lat, o_lon),
+        "trip_km": np.broadcast_to(distance_km(o_lat, o_lon, d_lat, d_lon), n).copy(),
+        "hour_sin": np.broadcast_to(np.sin(2 * math.pi * frac), n).copy(),
+        "hour_cos": np.broadcast_to(np.cos(2 * math.pi * frac), n).copy(),
+        # the store's last status is not 'idle' when the driver's newest report predates
+        # the moment it became free: a sign its position is stale too
+        "stale_status": (np.asarray(cols["status"]) != "idle").astype(float),
+    }
 
 
 def offers_with_requests(settings: Settings) -> pd.DataFrame:

@@ -117,6 +117,25 @@ def test_online_equals_latest_offline_and_materializing_twice_changes_nothing(is
     assert _snapshot(settings, project) == before
 
 
+def test_the_serving_reader_returns_what_feast_returns(isolated):
+    settings, project = isolated
+    rows = [
+        update(f"driver_{i}", m, 40.70 + i / 100, rate=i / 40) for i in range(12) for m in (0, 9)
+    ]
+    land(settings, rows)
+    fs = features.apply(settings, project)
+    features.materialize(fs, settings)
+    fresh, ts = update("driver_3", 20, 40.77, status="on_trip")  # pushed after materializing
+    features.push_driver_updates(fs, pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}]))
+    ids = ["driver_3", "nobody", *(f"driver_{i}" for i in range(12)), "driver_3"]
+    reader = features.OnlineReader(fs, settings)
+    got = reader.frame(ids)
+    want = features.online(fs, ids)[got.columns]
+    assert sorted(got.columns) == sorted(["driver_id", *features.ONLINE_FEATURES])
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert got.loc[0, "status"] == "on_trip" and got.loc[1].drop("driver_id").isna().all()
+
+
 def test_a_pushed_update_is_online_at_once_and_survives_an_older_materialization(isolated):
     settings, project = isolated
     land(settings, [update("driver_p", 0, 40.70), update("driver_p", 5, 40.71)])
