@@ -1,38 +1,133 @@
 """Benchmarks: each stage's rate next to the raw limit of the same client, measured in
 the same run, as medians of several repetitions (these machines are noisy).
 
-    python -m ridematch_nb bench --sizes 50000 200000 --repeat 3
+    python -m ridematch_nb bench --sizes 100000 1000000 --repeat 3 [--online]
 
-With ``--online``: Feast materialization (source rows/s) and online lookups of 1 and
-50 drivers through Feast next to a raw redis-py pipeline reading the same hashes.
+Event stages, at each size:
 
-Pairs: ``generate`` (simulate + serialize + produce, delivery confirmed) against
-``produce_raw`` (pre-serialized bytes, same producer settings); ``etl`` (Kafka ->
-validated parquet in S3, committed) against ``consume_raw`` (the same consumer
-settings, no parsing). Results go to outputs/bench/<timestamp>.json.
+- ``generate`` (simulate + serialize + produce, delivery confirmed) next to
+  ``produce_raw`` (kafka-python sending the same records pre-serialized, same settings);
+- ``etl`` (Kafka -> validated parquet in S3, offsets committed) next to ``consume_raw``
+  (the same consumer settings, nothing parsed) and ``naive`` (json.loads per message
+  into one pandas frame per type, nothing written). The consumer rates run from the
+  first records to the last: the ETL's group join (a fixed ~3 s on this broker) is
+  reported on its own.
+
+Each measurement runs in a forked child, so its peak memory (resident set of the child
+and its own children, above what it started with) is its own. With ``--online``:
+materialization, online lookups (the serving reader, Feast, raw redis-py on the same
+hashes), freshness under the stream push, and the whole match. Results are printed as a
+table and written to outputs/bench/<timestamp>.json. The topics and lake objects a run
+creates are deleted at its end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import multiprocessing
+import os
+import platform
 import statistics
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import UnknownTopicOrPartitionError
 
 from ridematch_nb import etl
 from ridematch_nb.config import PROJECT_ROOT, Settings
 from ridematch_nb.events import encode, key_of
 from ridematch_nb.generate import backfill
-from ridematch_nb.kafka_io import FETCH_TUNING, Publisher, connect_producer, ensure_topic
+from ridematch_nb.kafka_io import (
+    FETCH_TUNING,
+    Publisher,
+    admin_client,
+    connect_producer,
+    ensure_topic,
+)
 from ridematch_nb.sim import WorldParams, simulate
+
+log = logging.getLogger(__name__)
 
 BENCH_DIR = PROJECT_ROOT / "outputs" / "bench"
 PARTITIONS = 6
 EVENTS_PER_SIM_HOUR = 10.6 * 3600  # ~10 driver updates + requests + outcomes per tick
+PAIRS = [("generate", "produce_raw"), ("etl", "consume_raw"), ("etl", "naive")]
+
+
+# ---- measuring in a child process ------------------------------------------------------
+
+
+def _rss_tree(proc) -> int:
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except Exception:
+            pass
+    return total
+
+
+def _child(conn, fn: Callable[[], dict]) -> None:
+    import psutil
+
+    proc = psutil.Process()
+    start = peak = _rss_tree(proc)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, _rss_tree(proc))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = fn()
+        done.set()
+        sampler.join()
+        peak = max(peak, _rss_tree(proc))
+        conn.send({**result, "peak_mib": round((peak - start) / 2**20, 1)})
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+def isolated(fn: Callable[[], dict]) -> dict:
+    """Run ``fn`` in a forked child; its result plus ``peak_mib``, the child's (and its
+    children's) peak resident memory above what it started with."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(send, fn), daemon=False)
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:
+        result = {"error": f"the measuring process died (exit code {child.exitcode})"}
+    child.join()
+    if "error" in result:
+        raise RuntimeError(f"benchmark stage failed:\n{result['error']}")
+    return result
+
+
+def _median(results: list[dict], key: str = "rate") -> dict:
+    rates = [r[key] for r in results]
+    return {
+        "median": round(statistics.median(rates), 1),
+        "runs": [round(r, 1) for r in rates],
+        "peak_mib": max(r["peak_mib"] for r in results),
+    }
+
+
+# ---- the event stages ------------------------------------------------------------------
 
 
 def _world(seed: int) -> WorldParams:
@@ -43,8 +138,8 @@ def _hours_for(n: int) -> float:
     return max(n / EVENTS_PER_SIM_HOUR, 1 / 60)
 
 
-def produce_raw(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> float:
-    """Events/s of the producer alone: pre-encoded records, delivery confirmed."""
+def produce_raw(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> dict:
+    """The producer alone: pre-encoded records, delivery confirmed."""
     ensure_topic(settings, topic, PARTITIONS)
     pub = Publisher(connect_producer(settings), topic)
     t0 = time.perf_counter()
@@ -53,72 +148,174 @@ def produce_raw(settings: Settings, topic: str, records: list[tuple[bytes, bytes
     delivery = pub.flush()
     seconds = time.perf_counter() - t0
     pub.close()
-    return delivery.delivered / seconds
+    return {"rate": delivery.delivered / seconds, "n": delivery.delivered}
 
 
-def consume_raw(settings: Settings, topic: str, n: int) -> float:
-    """Events/s of the consumer alone: n records fetched, nothing parsed."""
+def generate(settings: Settings, topic: str, hours: float) -> dict:
+    summary = backfill(
+        settings,
+        _world(1),
+        hours,
+        partitions=PARTITIONS,
+        topic=topic,
+        progress=False,
+        reset_topic=False,
+    )
+    return {"rate": summary.delivered / summary.seconds, "n": summary.delivered}
+
+
+def _drain(settings: Settings, topic: str, n: int, take: Callable[[list], None]) -> dict:
+    """Read ``n`` records with the pipeline's fetch settings, handing each partition's
+    batch to ``take``; the rate runs from the first records to the last."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **FETCH_TUNING
     )
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
-    got, t0 = 0, time.perf_counter()
+    got, t0, deadline = 0, None, time.monotonic() + 60
     while got < n:
-        got += sum(len(r) for r in consumer.poll(timeout_ms=500).values())
+        batch = consumer.poll(timeout_ms=500)
+        if batch and t0 is None:
+            t0 = time.perf_counter()
+        if batch:
+            deadline = time.monotonic() + 60
+        elif time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}: read {got:,} of {n:,} records, then nothing for 60 s")
+        for records in batch.values():
+            take(records)
+            got += len(records)
     seconds = time.perf_counter() - t0
     consumer.close()
-    return got / seconds
+    return {"rate": got / seconds, "n": got}
 
 
-def _median(fn: Callable[[], float], repeat: int) -> dict:
-    rates = [fn() for _ in range(repeat)]
-    return {"median": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates]}
+def consume_raw(settings: Settings, topic: str, n: int) -> dict:
+    """The consumer alone: n records fetched, nothing parsed."""
+    return _drain(settings, topic, n, lambda records: None)
 
 
-def bench_size(settings: Settings, n: int, repeat: int, tag: str) -> dict:
-    """Every pair at one size, each the median of ``repeat`` runs."""
+def naive(settings: Settings, topic: str, n: int) -> dict:
+    """The obvious path: json.loads per message, then one pandas frame per event type."""
+    import pandas as pd
+
+    rows: dict[str, list] = {}
+
+    def take(records: list) -> None:
+        for record in records:
+            event = json.loads(record.value)
+            rows.setdefault(event["event_type"], []).append(event)
+
+    result = _drain(settings, topic, n, take)
+    t0 = time.perf_counter()
+    frames = {etype: pd.DataFrame(items) for etype, items in rows.items()}
+    # the frames are part of the work: add their time at the same rate definition
+    seconds = result["n"] / result["rate"] + time.perf_counter() - t0
+    assert sum(len(f) for f in frames.values()) == result["n"]
+    return {"rate": result["n"] / seconds, "n": result["n"]}
+
+
+def etl_stage(settings: Settings, topic: str, n: int, prefix: str) -> dict:
+    """The ETL, one worker of a fresh group; the group join is reported apart."""
+    summary = etl.run(
+        settings,
+        group=f"bench-{uuid.uuid4().hex[:6]}",
+        prefix=prefix,
+        topic=topic,
+        max_records=n,
+        progress=False,
+    )
+    working = summary.seconds - summary.first_records_s
+    return {
+        "rate": summary.consumed / working,
+        "n": summary.consumed,
+        "join_s": summary.first_records_s,
+        "with_join_rate": summary.consumed / summary.seconds,
+    }
+
+
+def bench_size(settings: Settings, n: int, repeat: int, tag: str, say) -> dict:
+    """Every event stage at one size, each the median of ``repeat`` runs, interleaved
+    with its limit so both see the same machine."""
     hours = _hours_for(n)
     records = [(key_of(e), encode(e)) for e in simulate(_world(1), hours)][:n]
-    topics = iter(f"bench-{tag}-{n}-{i}" for i in range(10_000))
-    last = {}
+    topics: list[str] = []
 
-    def generate() -> float:
-        topic = next(topics)
-        summary = backfill(
-            settings,
-            _world(1),
-            hours,
-            partitions=PARTITIONS,
-            topic=topic,
-            progress=False,
-            reset_topic=False,
-        )
-        last.update(topic=topic, n=summary.delivered)
-        return summary.delivered / summary.seconds
+    def topic() -> str:
+        topics.append(f"bench-{tag}-{n}-{len(topics)}")
+        return topics[-1]
 
-    def etl_run() -> float:
-        run_id = uuid.uuid4().hex[:6]
-        summary = etl.run(
-            settings,
-            group=f"bench-{run_id}",
-            prefix=f"bench/{tag}/{run_id}",
-            topic=last["topic"],
-            max_records=last["n"],
-            progress=False,
-        )
-        return summary.consumed / summary.seconds
-
-    row = {
-        "produce_raw": _median(lambda: produce_raw(settings, next(topics), records), repeat),
-        "generate": _median(generate, repeat),
-    }
-    row["consume_raw"] = _median(lambda: consume_raw(settings, last["topic"], last["n"]), repeat)
-    row["etl"] = _median(etl_run, repeat)
-    row["generate_vs_raw"] = round(row["generate"]["median"] / row["produce_raw"]["median"], 3)
-    row["etl_vs_raw"] = round(row["etl"]["median"] / row["consume_raw"]["median"], 3)
+    runs: dict[str, list[dict]] = {s: [] for s in ("produce_raw", "generate")}
+    for i in range(repeat):
+        say(f"  {n:,} events, run {i + 1}/{repeat}: produce_raw, generate")
+        raw_topic, gen_topic = topic(), topic()  # named here: the children cannot tell us
+        runs["produce_raw"].append(isolated(lambda: produce_raw(settings, raw_topic, records)))
+        runs["generate"].append(isolated(lambda: generate(settings, gen_topic, hours)))
+    events = runs["generate"][-1]["n"]
+    source = topics[-1]
+    runs.update(consume_raw=[], naive=[], etl=[])
+    prefix = f"bench/{tag}"
+    for i in range(repeat):
+        say(f"  {n:,} events, run {i + 1}/{repeat}: consume_raw, naive, etl")
+        runs["consume_raw"].append(isolated(lambda: consume_raw(settings, source, events)))
+        runs["naive"].append(isolated(lambda: naive(settings, source, events)))
+        sub = f"{prefix}/{n}-{i}"
+        runs["etl"].append(isolated(lambda: etl_stage(settings, source, events, sub)))
+    _delete_topics(settings, topics)
+    row = {"events": events, **{stage: _median(r) for stage, r in runs.items()}}
+    row["etl"]["join_s"] = statistics.median(r["join_s"] for r in runs["etl"])
+    row["etl"]["with_join_median"] = round(
+        statistics.median(r["with_join_rate"] for r in runs["etl"]), 1
+    )
+    for stage, limit in PAIRS:
+        row[f"{stage}_vs_{limit}"] = round(row[stage]["median"] / row[limit]["median"], 3)
     return row
+
+
+def _delete_topics(settings: Settings, topics: list[str]) -> None:
+    """Bench topics go: every extra topic slows every producer a little (kafka-python
+    rebuilds the set of known topics on each send)."""
+    admin = admin_client(settings)
+    try:
+        for name in topics:
+            with contextlib.suppress(UnknownTopicOrPartitionError):
+                admin.delete_topics([name])
+        deadline = time.monotonic() + 15
+        while set(topics) & set(admin.list_topics()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = set(topics) & set(admin.list_topics())
+        if left:
+            log.warning("bench topics still listed after deletion: %s", sorted(left))
+    finally:
+        admin.close()
+
+
+def _delete_landed(settings: Settings, prefix: str) -> int:
+    from ridematch_nb.storage import Lake
+
+    lake = Lake(settings)
+    keys = lake.keys(f"{prefix}/")
+    lake.delete(keys)
+    return len(keys)
+
+
+# ---- the whole run ----------------------------------------------------------------------
+
+
+def machine() -> dict:
+    from importlib.metadata import version
+
+    import psutil
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {
+            p: version(p) for p in ("kafka-python", "pyarrow", "feast", "redis", "scikit-learn")
+        },
+    }
 
 
 def run_bench(
@@ -128,25 +325,82 @@ def run_bench(
     say: Callable[[str], None] = print,
     online: bool = False,
 ) -> dict:
-    """Measure every pair at every size; returns the results and writes them as JSON."""
+    """Measure every pair at every size; prints the table, writes the JSON, returns both."""
+    bad = [n for n in sizes if n < 1000]
+    if bad or not sizes:
+        raise ValueError(f"parameter sizes={sizes!r}: give sizes of at least 1000 events")
+    if repeat < 1:
+        raise ValueError(f"parameter repeat={repeat!r} must be >= 1")
     tag = uuid.uuid4().hex[:6]
     results: dict = {
         "started": datetime.now().isoformat(timespec="seconds"),
+        "tag": tag,  # in the names of this run's topics and lake prefix (bench/<tag>/)
         "repeat": repeat,
+        "machine": machine(),
         "sizes": {},
     }
-    for n in sizes:
-        say(f"size {n:,}: {repeat} repetitions of each stage ...")
-        row = bench_size(settings, n, repeat, tag)
-        results["sizes"][str(n)] = row
-        say(table_line(n, row))
-    if online:
-        results.update(_online_figures(settings, repeat, say))
+    try:
+        for n in sizes:
+            results["sizes"][str(n)] = bench_size(settings, n, repeat, tag, say)
+        if online:
+            results.update(_online_figures(settings, repeat, say))
+    finally:
+        _delete_landed(settings, f"bench/{tag}")
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(results, indent=2))
+    for line in table(results):
+        say(line)
     results["path"] = str(path)
     return results
+
+
+def table(results: dict) -> list[str]:
+    """The results as an aligned text table (events, then the online figures)."""
+    lines = [
+        f"{'events':>10}  {'stage':<9} {'rate/s':>9}  {'limit':<12} {'rate/s':>9}  "
+        f"{'ratio':>6}  {'peak MiB':>8}"
+    ]
+    for n, row in results["sizes"].items():
+        for stage, limit in PAIRS:
+            lines.append(
+                f"{int(n):>10,}  {stage:<9} {row[stage]['median']:>9,.0f}  {limit:<12} "
+                f"{row[limit]['median']:>9,.0f}  {row[f'{stage}_vs_{limit}']:>6.2f}  "
+                f"{row[stage]['peak_mib']:>8,.0f}"
+            )
+        lines.append(
+            f"{'':>10}  etl group join {row['etl']['join_s']:.1f} s (not in the rate); "
+            f"with it {row['etl']['with_join_median']:,.0f}/s"
+        )
+    if "materialize" in results:
+        m = results["materialize"]
+        lines.append(
+            f"materialize: {m['rows_per_s']['median']:,.0f} source rows/s over "
+            f"{m['source_rows']:,} rows, peak {m['rows_per_s']['peak_mib']:,.0f} MiB"
+        )
+    for n, row in results.get("online_lookup", {}).items():
+        lines.append(
+            f"online lookup, {n:>2} drivers: reader p50 {row['reader']['p50_ms']} / p99 "
+            f"{row['reader']['p99_ms']} ms | raw redis-py p50 {row['redis_raw']['p50_ms']} / "
+            f"p99 {row['redis_raw']['p99_ms']} ms ({row['reader_vs_raw_p99']:.1f}x) | "
+            f"feast p50 {row['feast']['p50_ms']} / p99 {row['feast']['p99_ms']} ms"
+        )
+    if "freshness" in results:
+        f = results["freshness"]
+        lines.append(
+            f"freshness under the stream push: {f['visible']}/{f['updates']} visible, "
+            f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms"
+        )
+    if "match" in results:
+        m = results["match"]
+        lines.append(
+            f"whole match ({m['requests']} requests, {m['mean_candidates']:.1f} candidates "
+            f"on average): p50 {m['total']['p50_ms']} ms, p99 {m['total']['p99_ms']} ms"
+        )
+    return lines
+
+
+# ---- online figures ---------------------------------------------------------------------
 
 
 def _online_figures(settings: Settings, repeat: int, say: Callable[[str], None]) -> dict:
@@ -155,33 +409,19 @@ def _online_figures(settings: Settings, repeat: int, say: Callable[[str], None])
     if event_time_range(settings) is None:
         say("online: skipped, the lake has no driver updates (run make demo first)")
         return {}
-    mat = bench_materialize(settings, repeat)
-    say(
-        f"  materialize: {mat['rows_per_s']['median']:,.0f} source rows/s "
-        f"over {mat['source_rows']:,} rows"
-    )
-    lookup = bench_online(settings)
-    for n, row in lookup.items():
-        say(
-            f"  online lookup of {n:>2} drivers: feast p50 {row['feast']['p50_ms']} ms, "
-            f"p99 {row['feast']['p99_ms']} ms | redis-py pipeline p50 "
-            f"{row['redis_pipeline']['p50_ms']} ms, p99 {row['redis_pipeline']['p99_ms']} ms"
-        )
-    fresh = bench_freshness(settings)
-    say(
-        f"  freshness under the stream push: {fresh['visible']}/{fresh['updates']} visible, "
-        f"p50 {fresh['p50_ms']} ms, p99 {fresh['p99_ms']} ms"
-    )
-    return {"materialize": mat, "online_lookup": lookup, "freshness": fresh}
-
-
-def table_line(n: int, row: dict) -> str:
-    return (
-        f"  {n:>9,} events | generate {row['generate']['median']:>9,.0f}/s vs produce_raw "
-        f"{row['produce_raw']['median']:>9,.0f}/s ({row['generate_vs_raw']:.0%}) | "
-        f"etl {row['etl']['median']:>9,.0f}/s vs consume_raw "
-        f"{row['consume_raw']['median']:>9,.0f}/s ({row['etl_vs_raw']:.0%})"
-    )
+    say("online: materialize")
+    out = {"materialize": bench_materialize(settings, repeat)}
+    say("online: lookups")
+    out["online_lookup"] = bench_online(settings)
+    say("online: freshness under the stream push")
+    out["freshness"] = isolated(lambda: bench_freshness(settings))
+    say("online: whole match")
+    match = bench_match(settings)
+    if match:
+        out["match"] = match
+    else:
+        say("online: match skipped, no trained model in outputs/runs (run make demo first)")
+    return out
 
 
 def _percentiles(samples_ms: list[float]) -> dict:
@@ -190,70 +430,106 @@ def _percentiles(samples_ms: list[float]) -> dict:
     return {"p50_ms": round(pick(0.5), 3), "p99_ms": round(pick(0.99), 3)}
 
 
-def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: int = 300) -> dict:
-    """Online lookup of the feature service through Feast against a raw redis-py pipeline
-    reading the same hashes, interleaved so both see the same machine load."""
-    import redis
-
+def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: int = 500) -> dict:
+    """Online lookup of the feature service: the serving reader, Feast's
+    get_online_features, and a raw redis-py pipeline HMGETting the same fields of the
+    same keys, interleaved so all three see the same machine load."""
     from ridematch_nb import features
 
     fs = features.store(settings)
+    reader = features.OnlineReader(fs, settings)
     service = fs.get_feature_service(features.FEATURE_SERVICE)
-    client = redis.Redis.from_url(settings.redis_url)
-    project = fs.project.encode()
-    keys = [k for k in client.scan_iter(count=5000) if k.endswith(project)]
     out = {}
     for n in sizes:
         ids = [f"driver_{i}" for i in range(n)]
-        own = keys[:n]
-        feast_ms, raw_ms = [], []
+        keys = [reader._key(d) for d in ids]
+        fields = reader._fields
+        times: dict[str, list[float]] = {"reader": [], "feast": [], "redis_raw": []}
         for _ in range(repeat):
             t0 = time.perf_counter()
+            reader.columns(ids)
+            t1 = time.perf_counter()
             fs.get_online_features(
                 features=service, entity_rows=[{"driver_id": d} for d in ids]
             ).to_dict()
-            t1 = time.perf_counter()
-            pipe = client.pipeline(transaction=False)
-            for key in own:
-                pipe.hgetall(key)
-            pipe.execute()
             t2 = time.perf_counter()
-            feast_ms.append((t1 - t0) * 1e3)
-            raw_ms.append((t2 - t1) * 1e3)
-        out[str(n)] = {"feast": _percentiles(feast_ms), "redis_pipeline": _percentiles(raw_ms)}
+            pipe = reader.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, fields)
+            pipe.execute()
+            t3 = time.perf_counter()
+            times["reader"].append((t1 - t0) * 1e3)
+            times["feast"].append((t2 - t1) * 1e3)
+            times["redis_raw"].append((t3 - t2) * 1e3)
+        row = {name: _percentiles(samples) for name, samples in times.items()}
+        row["reader_vs_raw_p99"] = round(row["reader"]["p99_ms"] / row["redis_raw"]["p99_ms"], 2)
+        out[str(n)] = row
     return out
 
 
 def bench_materialize(settings: Settings, repeat: int = 3) -> dict:
     """Full materialization of the lake's driver updates: source rows scanned per second."""
-    from datetime import timedelta
-
     from ridematch_nb import features
     from ridematch_nb.storage import read_dataset
 
-    fs = features.apply(settings)
+    features.apply(settings)
     rows = read_dataset(settings, "driver_update", columns=["timestamp"]).num_rows
     start, end = features.event_time_range(settings)
 
-    def once() -> float:
+    def once() -> dict:
+        from datetime import timedelta
+
+        fs = features.store(settings)
         t0 = time.perf_counter()
         fs.materialize(start_date=start, end_date=end + timedelta(seconds=1))
-        return rows / (time.perf_counter() - t0)
+        return {"rate": rows / (time.perf_counter() - t0)}
 
-    return {"source_rows": rows, "rows_per_s": _median(once, repeat)}
+    return {"source_rows": rows, "rows_per_s": _median([isolated(once) for _ in range(repeat)])}
+
+
+def bench_match(settings: Settings, n_requests: int = 300) -> dict | None:
+    """The whole match (candidates + features + scoring) for requests spread over the
+    landed day, with the newest model in outputs/runs, as notebook 06 serves them."""
+    from ridematch_nb import features, matching, storage, training
+
+    cards = sorted(PROJECT_ROOT.glob("outputs/runs/*/model/model_card.json"))
+    if not cards:
+        return None
+    fs = features.store(settings)
+    trained = training.load(cards[-1].parent, fs)
+    matching.rebuild_index(settings, fs.project, features.latest_offline(settings))
+    requests = storage.read_dataset(settings, "rider_request").to_pandas()
+    step = max(1, len(requests) // n_requests)
+    picked = requests.sort_values("timestamp").iloc[::step].head(n_requests)
+    matcher = matching.Matcher(settings, fs, trained, fs.project)
+    records = picked.to_dict("records")
+    for request in records[:20]:  # warm up: connections, caches
+        matcher.match(request)
+    matches = [matcher.match(r) for r in records]
+    lat = matching.latency_table(matches)
+    parts = {
+        part: {"p50_ms": float(lat.at[part, "p50_ms"]), "p99_ms": float(lat.at[part, "p99_ms"])}
+        for part in lat.index
+    }
+    candidates = [len(m.ranked) + m.skipped_missing for m in matches]
+    return {
+        "requests": len(matches),
+        "mean_candidates": statistics.mean(candidates),
+        "model": str(cards[-1].parent.relative_to(PROJECT_ROOT)),
+        **parts,
+    }
 
 
 def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0) -> dict:
     """Produce-to-readable-online latency while the stream push runs: ``n`` driver updates
     at a steady rate, each for its own driver, polled online until visible."""
-    import threading
-
     import pandas as pd
 
     from ridematch_nb import features
     from ridematch_nb.events import format_ts
 
     fs = features.store(settings)
+    reader = features.OnlineReader(fs, settings)
     tag = uuid.uuid4().hex[:6]
     topic = f"bench-fresh-{tag}"
     ensure_topic(settings, topic, 2)
@@ -280,12 +556,9 @@ def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0
         while not done.is_set():
             pending = [d for d in list(sent) if d not in seen]
             if pending:
-                online = fs.get_online_features(
-                    features=["driver_state:status"],
-                    entity_rows=[{"driver_id": d} for d in pending],
-                )
+                statuses = reader.columns(pending)["status"]
                 now = time.perf_counter()
-                for d, status in zip(pending, online.to_dict()["status"], strict=True):
+                for d, status in zip(pending, statuses, strict=True):
                     if status is not None:
                         seen[d] = now
             time.sleep(0.002)
@@ -321,6 +594,12 @@ def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0
     done.set()
     lat_ms = [(seen[d] - sent[d]) * 1e3 for d in seen if not d.endswith("_-1")]
     pusher.join(timeout=10)
+    _delete_topics(settings, [topic])
+    # the made-up drivers leave the online store and the idle index
+    from ridematch_nb.matching import index_key
+
+    reader.redis.delete(*(reader._key(d) for d in sent))
+    reader.redis.zrem(index_key(fs.project), *sent)
     summary = pd.Series(lat_ms).quantile([0.5, 0.99]).round(1) if lat_ms else None
     return {
         "updates": n,
