@@ -13,8 +13,9 @@ Event stages, at each size:
   first records to the last: the ETL's group join (a fixed ~3 s on this broker) is
   reported on its own.
 
-Each measurement runs in a forked child, so its peak memory (resident set of the child
-and its own children, above what it started with) is its own. With ``--online``:
+Each measurement runs in a forked child, so its peak memory (proportional set size of
+the child and its own children, sampled every 50 ms, above what it started with) is its
+own. With ``--online``:
 materialization, online lookups (the serving reader, Feast, raw redis-py on the same
 hashes), freshness under the stream push, and the whole match. Results are printed as a
 table and written to outputs/bench/<timestamp>.json. The topics and lake objects a run
@@ -36,6 +37,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import UnknownTopicOrPartitionError
@@ -64,13 +66,14 @@ PAIRS = [("generate", "produce_raw"), ("etl", "consume_raw"), ("etl", "naive")]
 # ---- measuring in a child process ------------------------------------------------------
 
 
-def _rss_tree(proc) -> int:
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except Exception:
-            pass
+def _memory_tree(proc) -> int:
+    """Proportional set size (PSS) of a process and its children: a forked child shares
+    its parent's pages, and PSS counts each shared page once across the tree, where
+    adding up RSS would count it in every process."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(Exception):  # a child that just ended holds nothing
+            total += p.memory_full_info().pss
     return total
 
 
@@ -78,13 +81,13 @@ def _child(conn, fn: Callable[[], dict]) -> None:
     import psutil
 
     proc = psutil.Process()
-    start = peak = _rss_tree(proc)
+    start = peak = _memory_tree(proc)
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
-        while not done.wait(0.02):
-            peak = max(peak, _rss_tree(proc))
+        while not done.wait(0.05):
+            peak = max(peak, _memory_tree(proc))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -92,7 +95,7 @@ def _child(conn, fn: Callable[[], dict]) -> None:
         result = fn()
         done.set()
         sampler.join()
-        peak = max(peak, _rss_tree(proc))
+        peak = max(peak, _memory_tree(proc))
         conn.send({**result, "peak_mib": round((peak - start) / 2**20, 1)})
     except BaseException:
         conn.send({"error": traceback.format_exc()})
@@ -102,7 +105,7 @@ def _child(conn, fn: Callable[[], dict]) -> None:
 
 def isolated(fn: Callable[[], dict]) -> dict:
     """Run ``fn`` in a forked child; its result plus ``peak_mib``, the child's (and its
-    children's) peak resident memory above what it started with."""
+    children's) peak memory (PSS) above what it started with."""
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_child, args=(send, fn), daemon=False)
@@ -249,18 +252,18 @@ def bench_size(settings: Settings, n: int, repeat: int, tag: str, say) -> dict:
     for i in range(repeat):
         say(f"  {n:,} events, run {i + 1}/{repeat}: produce_raw, generate")
         raw_topic, gen_topic = topic(), topic()  # named here: the children cannot tell us
-        runs["produce_raw"].append(isolated(lambda: produce_raw(settings, raw_topic, records)))
-        runs["generate"].append(isolated(lambda: generate(settings, gen_topic, hours)))
+        runs["produce_raw"].append(isolated(partial(produce_raw, settings, raw_topic, records)))
+        runs["generate"].append(isolated(partial(generate, settings, gen_topic, hours)))
     events = runs["generate"][-1]["n"]
     source = topics[-1]
     runs.update(consume_raw=[], naive=[], etl=[])
     prefix = f"bench/{tag}"
     for i in range(repeat):
         say(f"  {n:,} events, run {i + 1}/{repeat}: consume_raw, naive, etl")
-        runs["consume_raw"].append(isolated(lambda: consume_raw(settings, source, events)))
-        runs["naive"].append(isolated(lambda: naive(settings, source, events)))
+        runs["consume_raw"].append(isolated(partial(consume_raw, settings, source, events)))
+        runs["naive"].append(isolated(partial(naive, settings, source, events)))
         sub = f"{prefix}/{n}-{i}"
-        runs["etl"].append(isolated(lambda: etl_stage(settings, source, events, sub)))
+        runs["etl"].append(isolated(partial(etl_stage, settings, source, events, sub)))
     _delete_topics(settings, topics)
     row = {"events": events, **{stage: _median(r) for stage, r in runs.items()}}
     row["etl"]["join_s"] = statistics.median(r["join_s"] for r in runs["etl"])

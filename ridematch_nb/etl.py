@@ -21,23 +21,24 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import time
-from collections import Counter, defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from operator import attrgetter
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
-from ridematch_nb.columnar import LANDED, ROW, DecodedBatch, decode_batch
+from ridematch_nb.columnar import ROW
 from ridematch_nb.columnar import to_table as _typed_rows
 from ridematch_nb.config import Settings
+from ridematch_nb.etl_writer import REJECTED_SCHEMA, SCHEMAS_ARROW, WriterProcess
 from ridematch_nb.events import SCHEMAS
 from ridematch_nb.kafka_io import (
     _connect,
@@ -45,43 +46,16 @@ from ridematch_nb.kafka_io import (
     poll_through_outages,
     stop_on_sigterm,
 )
-from ridematch_nb.storage import (
-    PENDING,
-    REJECTED,
-    Lake,
-    chunk_name,
-    data_key,
-    dataset_prefix,
-    lake_path,
-    pending_key,
-    rejected_key,
-)
+from ridematch_nb.storage import PENDING, REJECTED, Lake, dataset_prefix, lake_path, pending_key
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "ridematch-etl"
-# Chunks uploading while the next records decode; more only holds more memory.
-MAX_IN_FLIGHT = 2
 MODES = ("drain", "follow")
-REJECTED_SCHEMA = pa.schema(
-    [
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("kafka_timestamp_ms", pa.int64()),
-        ("key", pa.binary()),
-        ("raw", pa.binary()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-
-
-LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
-# The landed files: the event's typed columns, then where in Kafka the record was.
-SCHEMAS_ARROW = {
-    etype: pa.schema([*schema, *(pa.field(n, t) for n, t in LINEAGE)])
-    for etype, schema in LANDED.items()
-}
+# the fields of a ConsumerRecord the writer needs (attrgetter: the cheapest way to copy)
+_VALUE, _KEY = attrgetter("value"), attrgetter("key")
+_TIMESTAMP, _OFFSET = attrgetter("timestamp"), attrgetter("offset")
+__all__ = ["ETL", "REJECTED_SCHEMA", "SCHEMAS_ARROW", "ETLSummary", "forget", "run", "to_table"]
 
 
 def to_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -> pa.Table:
@@ -96,98 +70,6 @@ def to_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -> pa
         ],
         schema=SCHEMAS_ARROW[event_type],
     )
-
-
-@dataclass
-class Records:
-    """One partition's records from one poll, decoded as a batch."""
-
-    partition: int
-    offsets: np.ndarray
-    raw: list  # the ConsumerRecords, for the rejected rows' key, bytes and timestamp
-    decoded: DecodedBatch
-
-    @classmethod
-    def of(cls, partition: int, records: list) -> Records:
-        offsets = np.fromiter((r.offset for r in records), np.int64, len(records))
-        return cls(partition, offsets, records, decode_batch([r.value for r in records]))
-
-    def landed(self, event_type: str, lo: int, hi: int) -> pa.Table:
-        """Accepted rows of one type among rows lo..hi-1, with their Kafka lineage."""
-        table = self.decoded.rows_between(event_type, lo, hi)
-        rows = table.column(ROW).to_numpy()
-        table = table.drop_columns([ROW])
-        table = table.append_column(
-            "kafka_partition", pa.array(np.full(len(rows), self.partition, np.int32))
-        )
-        return table.append_column("kafka_offset", pa.array(self.offsets[rows]))
-
-    def rejected(self, lo: int, hi: int) -> list[dict]:
-        return [
-            {
-                "kafka_partition": self.partition,
-                "kafka_offset": int(self.offsets[row]),
-                "kafka_timestamp_ms": self.raw[row].timestamp,
-                "key": self.raw[row].key,
-                "raw": self.raw[row].value,
-                "reason": reason,
-                "detail": detail,
-            }
-            for row, reason, detail in self.decoded.rejected
-            if lo <= row < hi
-        ]
-
-
-@dataclass
-class Chunk:
-    """Consecutive records of one partition, waiting to be written as files."""
-
-    partition: int
-    first: int = -1
-    last: int = -1
-    count: int = 0
-    min_ts: float = float("inf")
-    max_ts: float = float("-inf")
-    tables: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
-    rejected: list[dict] = field(default_factory=list)
-
-    def room(self, event_s: np.ndarray, roll_records: int, roll_event_s: float) -> int:
-        """How many of the next records fit: the chunk is full once it holds
-        ``roll_records`` records or spans ``roll_event_s`` of event time, checked after
-        each record as if they came one by one (so chunks never depend on poll sizes)."""
-        lows = np.fmin.accumulate(np.concatenate(([self.min_ts], event_s)))[1:]
-        highs = np.fmax.accumulate(np.concatenate(([self.max_ts], event_s)))[1:]
-        counts = self.count + np.arange(1, len(event_s) + 1)
-        full = (counts >= roll_records) | (highs - lows >= roll_event_s)
-        return int(np.argmax(full)) + 1 if full.any() else len(event_s)
-
-    def add(self, records: Records, lo: int, hi: int) -> None:
-        """Take rows lo..hi-1 of a decoded poll."""
-        if self.first < 0:
-            self.first = int(records.offsets[lo])
-        self.last = int(records.offsets[hi - 1])
-        self.count += hi - lo
-        event_s = records.decoded.event_s[lo:hi]
-        if not np.isnan(event_s).all():
-            self.min_ts = min(self.min_ts, float(np.nanmin(event_s)))
-            self.max_ts = max(self.max_ts, float(np.nanmax(event_s)))
-        for etype in SCHEMAS:
-            table = records.landed(etype, lo, hi)
-            if table.num_rows:
-                self.tables[etype].append(table)
-        self.rejected += records.rejected(lo, hi)
-
-    def files(self) -> dict[tuple[str, str, int], pa.Table]:
-        """The chunk's rows per (event type, date, hour) of event time, in offset order."""
-        out = {}
-        for etype, parts in self.tables.items():
-            table = pa.concat_tables(parts).combine_chunks()
-            hours = pc.cast(table.column("timestamp"), pa.int64()).to_numpy() // 3_600_000_000
-            for hour in np.unique(hours):
-                when = datetime.fromtimestamp(int(hour) * 3600, tz=UTC)
-                rows = table if hours[0] == hours[-1] == hour else table.filter(hours == hour)
-                out[(etype, when.strftime("%Y-%m-%d"), when.hour)] = rows
-        return out
 
 
 @dataclass
@@ -220,16 +102,11 @@ class _Rebalance(ConsumerRebalanceListener):
     # Runs on the client's IO thread, which may not block: no writes or commits here.
     def on_partitions_revoked(self, revoked) -> None:
         # Unwritten, uncommitted: whoever owns the partition next reads these again.
+        # The writer drops its buffer when the loop next runs (sends may block).
         for tp in revoked:
             self.etl.next_offset.pop(tp.partition, None)
-            chunk = self.etl.chunks.pop(tp.partition, None)
-            log.debug(
-                "revoked partition %d (dropping %s buffered)",
-                tp.partition,
-                chunk.count if chunk else 0,
-            )
-            if chunk is not None:
-                self.etl.summary.consumed -= chunk.count
+            self.etl.revoked.add(tp.partition)
+            log.debug("revoked partition %d", tp.partition)
 
     def on_partitions_assigned(self, assigned) -> None:
         self.etl.to_clean.update(tp.partition for tp in assigned)
@@ -258,17 +135,16 @@ class ETL:
         self.prefix = dataset_prefix(settings, prefix)
         self.topic = topic or settings.topic
         self.roll_records, self.roll_event_s = roll_records, roll_event_s
+        self.writer = WriterProcess(settings, self.prefix, self.topic, roll_records, roll_event_s)
         self.lake = Lake(settings)
-        self.chunks: dict[int, Chunk] = {}
         self.to_clean: set[int] = set()
+        self.revoked: set[int] = set()
         # partition -> offset of the next record to take: what this worker has really
         # taken, unlike the client's position, which survives a dropped buffer
         self.next_offset: dict[int, int] = {}
         self.summary = ETLSummary(mode="", group=group, topic=self.topic)
         self.landed: Counter = Counter()
         self.rejected: Counter = Counter()
-        self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-upload")
-        self.in_flight: deque = deque()  # (chunk, manifest, tables, files, future), oldest first
         self.consumer = group_consumer(settings, group, self.topic, listener=_Rebalance(self))
 
     # ---- crash recovery ---------------------------------------------------------------
@@ -279,7 +155,7 @@ class ETL:
         position past records whose buffer was dropped at the rebalance). Returns them."""
         fresh = set(self.to_clean)
         if fresh:
-            self._settle(wait_for=len(self.in_flight))  # no upload may race the clean-up
+            self._settle_until("sync", "synced")  # no write may race the clean-up
         while self.to_clean:
             partition = self.to_clean.pop()
             tp = TopicPartition(self.topic, partition)
@@ -305,46 +181,41 @@ class ETL:
 
     # ---- writing ----------------------------------------------------------------------
 
-    def _write(self, chunk: Chunk) -> None:
-        """Hand a full chunk to the upload thread (parquet encoding and S3 puts wait on
-        I/O and release the GIL, so the next records decode meanwhile); its offsets are
-        committed here, on the consumer's thread, once its upload is done."""
-        stem = chunk_name(self.topic, chunk.partition, chunk.first, chunk.last)
-        tables = chunk.files()
-        files = {
-            data_key(self.prefix, etype, date, hour, stem): table
-            for (etype, date, hour), table in sorted(tables.items())
-        }
-        if chunk.rejected:
-            files[rejected_key(self.prefix, stem)] = pa.Table.from_pylist(
-                chunk.rejected, schema=REJECTED_SCHEMA
-            )
-        manifest = pending_key(self.prefix, self.topic, chunk.partition, chunk.first, chunk.last)
-        upload = self.uploads.submit(self._upload, manifest, files)
-        self.in_flight.append((chunk, manifest, tables, len(files), upload))
-        self._settle(wait_for=len(self.in_flight) - MAX_IN_FLIGHT)
-
-    def _upload(self, manifest: str, files: dict[str, pa.Table]) -> None:
-        """Upload thread: the manifest first, then every object, each durable on return."""
-        self.lake.put_json(manifest, {"keys": sorted(files)})
-        for key, table in files.items():
-            self.lake.put_table(key, table)
-
-    def _settle(self, wait_for: int = 0) -> None:
-        """Commit the chunks whose upload is done, oldest first (so a partition's offsets
-        only move forward over files that exist). Waits for the oldest ``wait_for``."""
-        while self.in_flight:
-            chunk, manifest, tables, n_files, upload = self.in_flight[0]
-            if wait_for <= 0 and not upload.done():
+    def _settle(self, block: bool = False, marker: str | None = None) -> None:
+        """Act on the writer's replies, in the order it wrote: commit each written chunk
+        (so a partition's offsets only move forward over files that exist), account for
+        dropped buffers, raise its errors. With ``block``, waits until ``marker`` comes."""
+        while True:
+            try:
+                reply = (
+                    self.writer.replies.get(timeout=1.0)
+                    if block
+                    else (self.writer.replies.get_nowait())
+                )
+            except queue.Empty:
+                if not block:
+                    return
+                continue
+            kind = reply[0]
+            if kind == "written":
+                self._committed(reply[1])
+            elif kind == "dropped":
+                self.summary.consumed -= reply[1]
+            elif kind == "error":
+                raise reply[1]
+            elif kind == "died":
+                raise self.writer.died()
+            elif kind == marker:
                 return
-            upload.result()  # an upload that failed raises here (S3Unavailable)
-            self.in_flight.popleft()
-            wait_for -= 1
-            self._committed(chunk, manifest, tables, n_files)
 
-    def _committed(self, chunk: Chunk, manifest: str, tables: dict, n_files: int) -> None:
+    def _settle_until(self, request: str, marker: str) -> None:
+        self.writer.send(request)
+        self._settle(block=True, marker=marker)
+
+    def _committed(self, chunk: dict) -> None:
+        partition, first, last = chunk["partition"], chunk["first"], chunk["last"]
         try:
-            self._commit(chunk.partition, chunk.last + 1)
+            self._commit(partition, last + 1)
         except CommitFailedError:
             # The group moved on (a rebalance, or the broker forgot this member across a
             # restart): the partition is not ours to commit. The manifest stays, so whoever
@@ -352,19 +223,17 @@ class ETL:
             log.warning(
                 "partition %d moved on before offsets %d-%d were committed; "
                 "its next owner rewrites them",
-                chunk.partition,
-                chunk.first,
-                chunk.last,
+                partition,
+                first,
+                last,
             )
-            self.summary.consumed -= chunk.count
-            self.next_offset.pop(chunk.partition, None)
+            self.summary.consumed -= chunk["count"]
+            self.next_offset.pop(partition, None)
             return
-        self.lake.delete([manifest])
-        for (etype, _, _), table in tables.items():
-            self.landed[etype] += table.num_rows
-        for rej in chunk.rejected:
-            self.rejected[rej["reason"]] += 1
-        self.summary.files_written += n_files
+        self.writer.send("delete", [chunk["manifest"]])
+        self.landed.update(chunk["landed"])
+        self.rejected.update(chunk["rejected"])
+        self.summary.files_written += chunk["files"]
         self.summary.chunks += 1
 
     def _commit(self, partition: int, next_offset: int, attempts: int = 10) -> None:
@@ -382,33 +251,26 @@ class ETL:
                 log.warning("commit of partition %d failed (%s); retrying", partition, exc)
                 time.sleep(min(5.0, 0.5 * attempt))
 
-    def _flush(self, partition: int) -> None:
-        chunk = self.chunks.pop(partition, None)
-        if chunk is not None and chunk.count:
-            self._write(chunk)
-
     def _take(self, partition: int, polled: list, limit: int | None) -> bool:
-        """Decode one partition's polled records and add them to its chunks, writing each
-        chunk as it fills. Takes at most ``limit`` records; returns True when it did."""
+        """Hand one partition's polled records to the writer. Takes at most ``limit``
+        records; returns True when it did."""
         stop = limit is not None and len(polled) >= limit
-        records = Records.of(partition, polled[:limit] if stop else polled)
-        lo, n = 0, len(records.offsets)
-        while lo < n:
-            chunk = self.chunks.get(partition)
-            if chunk is None:
-                chunk = self.chunks[partition] = Chunk(partition)
-            room = chunk.room(records.decoded.event_s[lo:], self.roll_records, self.roll_event_s)
-            chunk.add(records, lo, lo + room)
-            lo += room
-            self.next_offset[partition] = int(records.offsets[lo - 1]) + 1
-            self.summary.consumed += room
-            if (
-                lo < n
-                or chunk.count >= self.roll_records
-                or chunk.max_ts - chunk.min_ts >= (self.roll_event_s)
-            ):
-                self._flush(partition)
+        records = polled[:limit] if stop else polled
+        self.writer.send(
+            "take",
+            partition,
+            list(map(_VALUE, records)),
+            list(map(_KEY, records)),
+            list(map(_TIMESTAMP, records)),
+            np.fromiter(map(_OFFSET, records), np.int64, len(records)),
+        )
+        self.next_offset[partition] = records[-1].offset + 1
+        self.summary.consumed += len(records)
         return stop
+
+    def _drop_revoked(self) -> None:
+        while self.revoked:
+            self.writer.send("drop", self.revoked.pop())
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -441,9 +303,8 @@ class ETL:
                 self._loop(mode, idle_s, max_records, join_timeout_s, stop, bar)
         except KeyboardInterrupt:
             log.info("interrupted: writing what is buffered, then committing")
-        for partition in sorted(self.chunks):
-            self._flush(partition)
-        self._settle(wait_for=len(self.in_flight))
+        self._drop_revoked()
+        self._settle_until("flush", "flushed")  # what the writer holds, written and committed
         self._finish(t0)
         return self.summary
 
@@ -452,8 +313,9 @@ class ETL:
         outage: dict = {}
         while not stop["now"]:
             batch = poll_through_outages(self.consumer, self.settings, outage)
+            self._drop_revoked()
             rewound = self._take_assignment()
-            self._settle()  # commit what finished uploading since the last poll
+            self._settle()  # commit what the writer finished since the last poll
             batch = {tp: recs for tp, recs in batch.items() if tp.partition not in rewound}
             if batch:
                 quiet_since = time.monotonic()
@@ -499,7 +361,7 @@ class ETL:
             }
 
     def close(self) -> None:
-        self.uploads.shutdown(wait=True, cancel_futures=True)
+        self.writer.close()
         self.consumer.close()
 
 

@@ -4,20 +4,28 @@ Test-only: the production code has no crash hooks; this wraps its methods.
     python -m tests.helpers.crash_etl <when> <group> <prefix> <roll_records>
 when = before-commit  (every file of the first chunk written, offsets not committed)
      | mid-write      (the second file of the first chunk is being written)
+
+The files are written by the worker's writer process (forked, so it has these patches
+too); there, dying means killing the worker, and the writer then dies with it, as it
+would with any crash of the worker.
 """
 
 import os
 import signal
 import sys
+import time
 
 from ridematch_nb import etl
 from ridematch_nb.config import load_settings
 from ridematch_nb.stack import ensure_secrets
 from ridematch_nb.storage import Lake
 
+WORKER = os.getpid()
+
 
 def die(*_args, **_kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(WORKER, signal.SIGKILL)
+    time.sleep(30)  # in the writer process: the kernel ends it with the worker
 
 
 def main() -> None:

@@ -43,6 +43,10 @@ class Proxy:
     def stop(self) -> None:
         """Refuse new connections and reset the live ones."""
         self.cut.set()
+        # shutdown, not only close: a process forked from this one holds copies of these
+        # sockets, and a closed copy here would leave the port listening there
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for conn in self.conns:
             try:

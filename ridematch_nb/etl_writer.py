@@ -1,0 +1,364 @@
+"""The ETL's writer: decodes records, cuts them into chunks and writes each chunk's
+files, in a child process of the ETL worker.
+
+Why a process: kafka-python unpacks every record in Python, and that alone holds the
+GIL for about half of what the worker does (measured with py-spy). Decoding, parquet
+encoding and the S3 client's request handling took the other half, in the same
+interpreter. In a child process they run on the other core, so the consumer keeps
+fetching while the previous records are decoded and written.
+
+The worker (``etl.ETL``) keeps everything the promises rest on: the group membership,
+the offsets it has taken, every commit, and the clean-up of uncommitted chunks. The
+writer only answers requests, in order, one at a time:
+
+    take(partition, values, keys, timestamps, offsets)  -> written chunks, if any filled
+    drop(partition)                                     -> records it held, now forgotten
+    flush()                                             -> every held chunk, written
+    sync()                                              -> nothing pending any more
+    delete(keys)                                        -> a committed chunk's manifest
+
+A chunk is written manifest first, then its objects (each PUT durable on return); the
+worker commits its offsets when it hears of it, then asks for the manifest's deletion.
+The writer dies with the worker (``PR_SET_PDEATHSIG``), so no orphan keeps uploading
+while the next worker cleans up after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import traceback
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ridematch_nb.columnar import LANDED, ROW, DecodedBatch, decode_batch
+from ridematch_nb.config import Settings
+from ridematch_nb.events import SCHEMAS
+from ridematch_nb.storage import Lake, chunk_name, data_key, pending_key, rejected_key
+
+log = logging.getLogger(__name__)
+
+OUTBOX = 8  # requests queued for the writer (each one poll of one partition)
+
+LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
+# The landed files: the event's typed columns, then where in Kafka the record was.
+SCHEMAS_ARROW = {
+    etype: pa.schema([*schema, *(pa.field(n, t) for n, t in LINEAGE)])
+    for etype, schema in LANDED.items()
+}
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp_ms", pa.int64()),
+        ("key", pa.binary()),
+        ("raw", pa.binary()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+@dataclass
+class Records:
+    """One partition's records from one poll, decoded as a batch."""
+
+    partition: int
+    offsets: np.ndarray
+    keys: list
+    timestamps: list  # Kafka's, in ms: kept for rejected rows
+    values: list
+    decoded: DecodedBatch
+
+    def landed(self, event_type: str, lo: int, hi: int) -> pa.Table:
+        """Accepted rows of one type among rows lo..hi-1, with their Kafka lineage."""
+        table = self.decoded.rows_between(event_type, lo, hi)
+        rows = table.column(ROW).to_numpy()
+        table = table.drop_columns([ROW])
+        table = table.append_column(
+            "kafka_partition", pa.array(np.full(len(rows), self.partition, np.int32))
+        )
+        return table.append_column("kafka_offset", pa.array(self.offsets[rows]))
+
+    def rejected(self, lo: int, hi: int) -> list[dict]:
+        return [
+            {
+                "kafka_partition": self.partition,
+                "kafka_offset": int(self.offsets[row]),
+                "kafka_timestamp_ms": self.timestamps[row],
+                "key": self.keys[row],
+                "raw": self.values[row],
+                "reason": reason,
+                "detail": detail,
+            }
+            for row, reason, detail in self.decoded.rejected
+            if lo <= row < hi
+        ]
+
+
+@dataclass
+class Chunk:
+    """Consecutive records of one partition, waiting to be written as files."""
+
+    partition: int
+    first: int = -1
+    last: int = -1
+    count: int = 0
+    min_ts: float = float("inf")
+    max_ts: float = float("-inf")
+    tables: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
+    rejected: list[dict] = field(default_factory=list)
+
+    def room(self, event_s: np.ndarray, roll_records: int, roll_event_s: float) -> int:
+        """How many of the next records fit: the chunk is full once it holds
+        ``roll_records`` records or spans ``roll_event_s`` of event time, checked after
+        each record as if they came one by one (so chunks never depend on poll sizes)."""
+        lows = np.fmin.accumulate(np.concatenate(([self.min_ts], event_s)))[1:]
+        highs = np.fmax.accumulate(np.concatenate(([self.max_ts], event_s)))[1:]
+        counts = self.count + np.arange(1, len(event_s) + 1)
+        full = (counts >= roll_records) | (highs - lows >= roll_event_s)
+        return int(np.argmax(full)) + 1 if full.any() else len(event_s)
+
+    def is_full(self, roll_records: int, roll_event_s: float) -> bool:
+        return self.count >= roll_records or self.max_ts - self.min_ts >= roll_event_s
+
+    def add(self, records: Records, lo: int, hi: int) -> None:
+        """Take rows lo..hi-1 of a decoded poll."""
+        if self.first < 0:
+            self.first = int(records.offsets[lo])
+        self.last = int(records.offsets[hi - 1])
+        self.count += hi - lo
+        event_s = records.decoded.event_s[lo:hi]
+        if not np.isnan(event_s).all():
+            self.min_ts = min(self.min_ts, float(np.nanmin(event_s)))
+            self.max_ts = max(self.max_ts, float(np.nanmax(event_s)))
+        for etype in SCHEMAS:
+            table = records.landed(etype, lo, hi)
+            if table.num_rows:
+                self.tables[etype].append(table)
+        self.rejected += records.rejected(lo, hi)
+
+    def files(self) -> dict[tuple[str, str, int], pa.Table]:
+        """The chunk's rows per (event type, date, hour) of event time, in offset order."""
+        out = {}
+        for etype, parts in self.tables.items():
+            table = pa.concat_tables(parts).combine_chunks()
+            hours = pc.cast(table.column("timestamp"), pa.int64()).to_numpy() // 3_600_000_000
+            for hour in np.unique(hours):
+                when = datetime.fromtimestamp(int(hour) * 3600, tz=UTC)
+                rows = table if hours[0] == hours[-1] == hour else table.filter(hours == hour)
+                out[(etype, when.strftime("%Y-%m-%d"), when.hour)] = rows
+        return out
+
+
+class ChunkWriter:
+    """Chunks per partition and their files in the lake (runs in the writer process)."""
+
+    def __init__(
+        self, settings: Settings, prefix: str, topic: str, roll_records: int, roll_event_s: float
+    ) -> None:
+        self.lake = Lake(settings)
+        self.prefix, self.topic = prefix, topic
+        self.roll_records, self.roll_event_s = roll_records, roll_event_s
+        self.chunks: dict[int, Chunk] = {}
+
+    def take(self, partition: int, values: list, keys: list, timestamps: list, offsets) -> list:
+        """Add one poll's records of a partition; returns the chunks that filled, written."""
+        records = Records(partition, offsets, keys, timestamps, values, decode_batch(values))
+        written, lo, n = [], 0, len(offsets)
+        while lo < n:
+            chunk = self.chunks.setdefault(partition, Chunk(partition))
+            room = chunk.room(records.decoded.event_s[lo:], self.roll_records, self.roll_event_s)
+            chunk.add(records, lo, lo + room)
+            lo += room
+            if lo < n or chunk.is_full(self.roll_records, self.roll_event_s):
+                written.append(self.write(self.chunks.pop(partition)))
+        return written
+
+    def drop(self, partition: int) -> int:
+        chunk = self.chunks.pop(partition, None)
+        return chunk.count if chunk else 0
+
+    def flush(self) -> list:
+        return [self.write(self.chunks.pop(p)) for p in sorted(self.chunks)]
+
+    def write(self, chunk: Chunk) -> dict:
+        """The manifest, then every object of the chunk; returns what the worker commits."""
+        stem = chunk_name(self.topic, chunk.partition, chunk.first, chunk.last)
+        tables = chunk.files()
+        files = {
+            data_key(self.prefix, etype, date, hour, stem): table
+            for (etype, date, hour), table in sorted(tables.items())
+        }
+        if chunk.rejected:
+            files[rejected_key(self.prefix, stem)] = pa.Table.from_pylist(
+                chunk.rejected, schema=REJECTED_SCHEMA
+            )
+        manifest = pending_key(self.prefix, self.topic, chunk.partition, chunk.first, chunk.last)
+        self.lake.put_json(manifest, {"keys": sorted(files)})
+        for key, table in files.items():
+            self.lake.put_table(key, table)
+        landed: Counter = Counter()
+        for (etype, _, _), table in tables.items():
+            landed[etype] += table.num_rows
+        return {
+            "partition": chunk.partition,
+            "first": chunk.first,
+            "last": chunk.last,
+            "count": chunk.count,
+            "manifest": manifest,
+            "landed": dict(landed),
+            "rejected": dict(Counter(r["reason"] for r in chunk.rejected)),
+            "files": len(files),
+        }
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this process when the worker dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the worker died before the line above took effect
+        os._exit(1)
+
+
+def _serve(requests, replies, parent: int, args: tuple) -> None:
+    _die_with_parent(parent)
+    # Ctrl+C and SIGTERM are for the worker, which finishes cleanly with our help.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    writer = ChunkWriter(*args)
+    while True:
+        try:
+            kind, *params = requests.recv()
+        except EOFError:
+            return
+        try:
+            if kind == "take":
+                out = [("written", w) for w in writer.take(*params)]
+            elif kind == "drop":
+                out = [("dropped", writer.drop(*params))]
+            elif kind == "flush":
+                out = [("written", w) for w in writer.flush()] + [("flushed",)]
+            elif kind == "sync":
+                out = [("synced",)]
+            elif kind == "delete":
+                writer.lake.delete(params[0])
+                out = []
+            else:  # "stop"
+                return
+            for reply in out:
+                replies.send(reply)
+        except BaseException as exc:
+            try:
+                pickle.dumps(exc)
+            except Exception:
+                exc = RuntimeError(f"the ETL writer failed:\n{traceback.format_exc()}")
+            replies.send(("error", exc))
+            return
+
+
+class WriterProcess:
+    """The worker's handle on its writer process: requests go out in order, replies come
+    back through a reader thread (so neither side can block the other on a full pipe)."""
+
+    def __init__(
+        self, settings: Settings, prefix: str, topic: str, roll_records: int, roll_event_s: float
+    ) -> None:
+        # Forked before the worker's Kafka client starts its threads. Not spawned: spawn
+        # re-imports the caller's main module, which breaks every script without an
+        # ``if __name__ == "__main__"`` guard. The fork keeps copies of this process's
+        # sockets open until the writer ends (with the worker).
+        ctx = multiprocessing.get_context("fork")
+        requests_in, self._requests = ctx.Pipe(duplex=False)
+        replies, replies_out = ctx.Pipe(duplex=False)
+        args = (settings, prefix, topic, roll_records, roll_event_s)
+        self.process = ctx.Process(
+            target=_serve,
+            args=(requests_in, replies_out, os.getpid(), args),
+            name="etl-writer",
+            daemon=True,
+        )
+        self.process.start()
+        requests_in.close()
+        replies_out.close()
+        self.replies: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(replies,), daemon=True)
+        self._reader.start()
+        # Requests wait here while the writer is busy, so the consumer keeps fetching;
+        # bounded, so a writer that falls behind slows the consumer instead of filling memory.
+        self._outbox: queue.Queue = queue.Queue(maxsize=OUTBOX)
+        self._sender = threading.Thread(target=self._send_all, daemon=True)
+        self._sender.start()
+        self._broken = False
+
+    def _read(self, conn) -> None:
+        while True:
+            try:
+                self.replies.put(conn.recv())
+            except (EOFError, OSError):
+                self.replies.put(("died",))
+                return
+
+    def died(self) -> BaseException:
+        """Why the writer is gone: the error it reported, if it did, else its death."""
+        self.process.join(timeout=5)
+        self._reader.join(timeout=5)  # it ends at the pipe's end, after the last reply
+        while True:
+            try:
+                reply = self.replies.get_nowait()
+            except queue.Empty:
+                break
+            if reply[0] == "error":
+                return reply[1]
+        return RuntimeError(
+            f"the ETL writer process ended unexpectedly (exit code {self.process.exitcode}); "
+            "nothing it had not written was committed, so a rerun continues from there"
+        )
+
+    def _send_all(self) -> None:
+        while True:
+            request = self._outbox.get()
+            if request is None:
+                return
+            try:
+                self._requests.send(request)
+            except OSError:  # BrokenPipeError: the writer is gone; the reader reports it
+                self._broken = True
+                return
+
+    def send(self, *request) -> None:
+        """Queue a request for the writer (blocks while the queue is full)."""
+        while not self._broken:
+            try:
+                self._outbox.put(request, timeout=1.0)
+                return
+            except queue.Full:
+                if not self.process.is_alive():
+                    break
+        raise self.died()
+
+    def close(self) -> None:
+        if not self._broken and self.process.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._outbox.put(("stop",), timeout=5)
+        with contextlib.suppress(queue.Full):
+            self._outbox.put_nowait(None)
+        self._sender.join(timeout=30)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self._requests.close()
