@@ -25,6 +25,7 @@ creates are deleted at its end.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
@@ -80,6 +81,7 @@ def _memory_tree(proc) -> int:
 def _child(conn, fn: Callable[[], dict]) -> None:
     import psutil
 
+    gc.freeze()  # what the child inherited stays shared: the collector never touches it
     proc = psutil.Process()
     start = peak = _memory_tree(proc)
     done = threading.Event()
@@ -141,8 +143,10 @@ def _hours_for(n: int) -> float:
     return max(n / EVENTS_PER_SIM_HOUR, 1 / 60)
 
 
-def produce_raw(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> dict:
-    """The producer alone: pre-encoded records, delivery confirmed."""
+def produce_raw(settings: Settings, topic: str, n: int) -> dict:
+    """The producer alone: the generator's first ``n`` records, encoded before the clock
+    starts, sent and confirmed."""
+    records = [(key_of(e), encode(e)) for e in simulate(_world(1), _hours_for(n))][:n]
     ensure_topic(settings, topic, PARTITIONS)
     pub = Publisher(connect_producer(settings), topic)
     t0 = time.perf_counter()
@@ -241,7 +245,6 @@ def bench_size(settings: Settings, n: int, repeat: int, tag: str, say) -> dict:
     """Every event stage at one size, each the median of ``repeat`` runs, interleaved
     with its limit so both see the same machine."""
     hours = _hours_for(n)
-    records = [(key_of(e), encode(e)) for e in simulate(_world(1), hours)][:n]
     topics: list[str] = []
 
     def topic() -> str:
@@ -252,7 +255,7 @@ def bench_size(settings: Settings, n: int, repeat: int, tag: str, say) -> dict:
     for i in range(repeat):
         say(f"  {n:,} events, run {i + 1}/{repeat}: produce_raw, generate")
         raw_topic, gen_topic = topic(), topic()  # named here: the children cannot tell us
-        runs["produce_raw"].append(isolated(partial(produce_raw, settings, raw_topic, records)))
+        runs["produce_raw"].append(isolated(partial(produce_raw, settings, raw_topic, n)))
         runs["generate"].append(isolated(partial(generate, settings, gen_topic, hours)))
     events = runs["generate"][-1]["n"]
     source = topics[-1]
