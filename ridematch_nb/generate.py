@@ -62,7 +62,7 @@ class GenerateSummary:
         return asdict(self)
 
 
-def _summary(mode, topic, parts, world: WorldEnd, start, ticks, counts, delivery, t0, digest):
+def _summary(mode, topic, parts, world: WorldEnd, start, ticks, counts, delivery, t0, sha):
     seconds = time.perf_counter() - t0
     return GenerateSummary(
         mode=mode,
@@ -79,7 +79,7 @@ def _summary(mode, topic, parts, world: WorldEnd, start, ticks, counts, delivery
         seconds=round(seconds, 3),
         events_per_s=round(delivery.delivered / max(seconds, 1e-9), 1),
         requests_unfulfilled=world.requests_unfulfilled,
-        stream_sha256=digest.hexdigest(),
+        stream_sha256=sha,
         offsets=dict(sorted(delivery.offsets.items())),
         errors=delivery.errors,
     )
@@ -104,15 +104,17 @@ SIM_BATCH_TICKS = 60
 def _simulate_into(conn, params: WorldParams, ticks: int) -> None:
     """Child process: run the world for ``ticks`` seconds, sending encoded records."""
     try:
-        world, counts = World(params), Counter()
+        world, counts, digest = World(params), Counter(), hashlib.sha256()
         for first in range(0, ticks, SIM_BATCH_TICKS):
             batch = []
             for _ in range(min(SIM_BATCH_TICKS, ticks - first)):
                 for event in world.step():
-                    batch.append((key_of(event), encode(event)))
+                    key, value = key_of(event), encode(event)
+                    digest.update(key + b"\0" + value + b"\n")
+                    batch.append((key, value))
                     counts[event["event_type"]] += 1
             conn.send(("records", batch))
-        conn.send(("end", dict(counts), WorldEnd.of(world)))
+        conn.send(("end", dict(counts), WorldEnd.of(world), digest.hexdigest()))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -157,7 +159,6 @@ def backfill(
         if reset_topic:
             removed = etl.forget(settings, topic, parts)
             log.info("reset %s: removed %d landed objects of its earlier history", topic, removed)
-        digest = hashlib.sha256()
         t0 = time.perf_counter()
         try:
             with tqdm(
@@ -167,7 +168,7 @@ def backfill(
                 disable=not progress,
                 mininterval=0.5,
             ) as bar:
-                counts, world = _publish_from(receive, pub, digest, bar)
+                counts, world, sha = _publish_from(receive, pub, bar)
                 delivery = pub.flush()
         finally:
             pub.close()
@@ -175,11 +176,12 @@ def backfill(
         if child.is_alive():
             child.terminate()
         child.join()
-    return _summary("backfill", topic, parts, world, start, ticks, counts, delivery, t0, digest)
+    return _summary("backfill", topic, parts, world, start, ticks, counts, delivery, t0, sha)
 
 
-def _publish_from(receive, pub: Publisher, digest, bar) -> tuple[dict, WorldEnd]:
-    """Send what the simulating child produces, in its order, until it says it ended."""
+def _publish_from(receive, pub: Publisher, bar) -> tuple[dict, WorldEnd, str]:
+    """Send what the simulating child produces, in its order, until it says it ended;
+    returns its counts, where its world ended and its digest of the stream."""
     while True:
         try:
             kind, *payload = receive.recv()
@@ -188,10 +190,10 @@ def _publish_from(receive, pub: Publisher, digest, bar) -> tuple[dict, WorldEnd]
         if kind == "error":
             raise RuntimeError(f"the simulator process failed:\n{payload[0]}")
         if kind == "end":
-            return payload[0], payload[1]
+            return payload[0], payload[1], payload[2]
+        send = pub.send
         for key, value in payload[0]:
-            digest.update(key + b"\0" + value + b"\n")
-            pub.send(key, value)
+            send(key, value)
         bar.update(min(SIM_BATCH_TICKS, bar.total - bar.n))
         bar.set_postfix(delivered=pub.delivery.delivered, refresh=False)
 
@@ -254,7 +256,8 @@ def realtime(
         delivery = pub.flush()
         pub.close()
     end = WorldEnd.of(world)
-    summary = _summary("realtime", topic, parts, end, start, ticks, counts, delivery, t0, digest)
+    sha = digest.hexdigest()
+    summary = _summary("realtime", topic, parts, end, start, ticks, counts, delivery, t0, sha)
     say(
         f"✅ Done: {summary.delivered} delivered, {summary.failed} failed, "
         f"by type {summary.by_type}"

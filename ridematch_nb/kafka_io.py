@@ -228,11 +228,12 @@ class Publisher:
 
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         self.producer, self.topic, self.delivery = producer, topic, Delivery()
+        self._ok, self._err = self.delivery._ok, self.delivery._err  # bound once, not per send
 
     def send(self, key: bytes, value: bytes) -> None:
         future = self.producer.send(self.topic, key=key, value=value)
         self.delivery.sent += 1
-        future.add_callback(self.delivery._ok).add_errback(self.delivery._err)
+        future.add_callback(self._ok).add_errback(self._err)
 
     def flush(self, timeout_s: float = 60.0) -> Delivery:
         self.producer.flush(timeout=timeout_s)
