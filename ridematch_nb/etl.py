@@ -187,11 +187,8 @@ class ETL:
         dropped buffers, raise its errors. With ``block``, waits until ``marker`` comes."""
         while True:
             try:
-                reply = (
-                    self.writer.replies.get(timeout=1.0)
-                    if block
-                    else (self.writer.replies.get_nowait())
-                )
+                replies = self.writer.replies
+                reply = replies.get(timeout=1.0) if block else replies.get_nowait()
             except queue.Empty:
                 if not block:
                     return
@@ -215,6 +212,10 @@ class ETL:
     def _committed(self, chunk: dict) -> None:
         partition, first, last = chunk["partition"], chunk["first"], chunk["last"]
         try:
+            # written after the partition was taken away: the broker would still accept
+            # the commit from a live member, so it is refused here
+            if TopicPartition(self.topic, partition) not in self.consumer.assignment():
+                raise CommitFailedError("partition no longer assigned to this worker")
             self._commit(partition, last + 1)
         except CommitFailedError:
             # The group moved on (a rebalance, or the broker forgot this member across a
