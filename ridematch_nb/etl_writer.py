@@ -14,7 +14,7 @@ writer only answers requests, in order, one at a time:
     take(partition, values, keys, timestamps, offsets)  -> written chunks, if any filled
     drop(partition)                                     -> records it held, now forgotten
     flush()                                             -> every held chunk, written
-    sync()                                              -> nothing pending any more
+    sync()                                              -> every upload before it, done
     delete(keys)                                        -> a committed chunk's manifest
 
 A chunk is written manifest first, then its objects (each PUT durable on return); the
@@ -34,7 +34,8 @@ import queue
 import signal
 import threading
 import traceback
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -50,6 +51,7 @@ from ridematch_nb.storage import Lake, chunk_name, data_key, pending_key, reject
 log = logging.getLogger(__name__)
 
 OUTBOX = 8  # requests queued for the writer (each one poll of one partition)
+MAX_UPLOADS = 2  # full chunks waiting for the upload thread
 
 LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
 # The landed files: the event's typed columns, then where in Kafka the record was.
@@ -174,24 +176,25 @@ class ChunkWriter:
         self.chunks: dict[int, Chunk] = {}
 
     def take(self, partition: int, values: list, keys: list, timestamps: list, offsets) -> list:
-        """Add one poll's records of a partition; returns the chunks that filled, written."""
+        """Add one poll's records of a partition; returns the chunks that filled."""
         records = Records(partition, offsets, keys, timestamps, values, decode_batch(values))
-        written, lo, n = [], 0, len(offsets)
+        full, lo, n = [], 0, len(offsets)
         while lo < n:
             chunk = self.chunks.setdefault(partition, Chunk(partition))
             room = chunk.room(records.decoded.event_s[lo:], self.roll_records, self.roll_event_s)
             chunk.add(records, lo, lo + room)
             lo += room
             if lo < n or chunk.is_full(self.roll_records, self.roll_event_s):
-                written.append(self.write(self.chunks.pop(partition)))
-        return written
+                full.append(self.chunks.pop(partition))
+        return full
 
     def drop(self, partition: int) -> int:
         chunk = self.chunks.pop(partition, None)
         return chunk.count if chunk else 0
 
     def flush(self) -> list:
-        return [self.write(self.chunks.pop(p)) for p in sorted(self.chunks)]
+        """Every chunk held, full or not."""
+        return [self.chunks.pop(p) for p in sorted(self.chunks)]
 
     def write(self, chunk: Chunk) -> dict:
         """The manifest, then every object of the chunk; returns what the worker commits."""
@@ -234,40 +237,78 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _error_reply(exc: BaseException) -> tuple:
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        exc = RuntimeError(f"the ETL writer failed:\n{traceback.format_exc()}")
+    return ("error", exc)
+
+
+class _Replies:
+    """Replies to the worker from two threads (the request loop, the upload thread)."""
+
+    def __init__(self, conn) -> None:
+        self.conn, self.lock, self.failed = conn, threading.Lock(), False
+
+    def send(self, reply: tuple) -> None:
+        with self.lock:
+            self.conn.send(reply)
+
+
 def _serve(requests, replies, parent: int, args: tuple) -> None:
+    """The writer process: answer requests in order. Chunk uploads run on one thread of
+    their own, in order, so the next records decode while S3 answers; each upload sends
+    its own "written" reply, and "flushed" / "synced" wait for every upload before them."""
     _die_with_parent(parent)
     # Ctrl+C and SIGTERM are for the worker, which finishes cleanly with our help.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = _Replies(replies)
     writer = ChunkWriter(*args)
-    while True:
+    uploads = ThreadPoolExecutor(max_workers=1)
+    pending: deque = deque()
+
+    def upload(chunk: Chunk) -> None:
+        if out.failed:
+            return  # an earlier upload failed: nothing after it may be written
+        try:
+            out.send(("written", writer.write(chunk)))
+        except BaseException as exc:
+            out.failed = True
+            out.send(_error_reply(exc))
+
+    def settle(keep: int) -> None:
+        while len(pending) > keep:
+            pending.popleft().result()
+
+    while not out.failed:
         try:
             kind, *params = requests.recv()
         except EOFError:
             return
         try:
             if kind == "take":
-                out = [("written", w) for w in writer.take(*params)]
+                for chunk in writer.take(*params):
+                    pending.append(uploads.submit(upload, chunk))
+                settle(keep=MAX_UPLOADS)  # bounded: chunks waiting hold memory
             elif kind == "drop":
-                out = [("dropped", writer.drop(*params))]
-            elif kind == "flush":
-                out = [("written", w) for w in writer.flush()] + [("flushed",)]
-            elif kind == "sync":
-                out = [("synced",)]
+                out.send(("dropped", writer.drop(*params)))
+            elif kind in ("flush", "sync"):
+                for chunk in writer.flush() if kind == "flush" else []:
+                    pending.append(uploads.submit(upload, chunk))
+                settle(keep=0)
+                if not out.failed:
+                    out.send(("flushed",) if kind == "flush" else ("synced",))
             elif kind == "delete":
                 writer.lake.delete(params[0])
-                out = []
             else:  # "stop"
+                settle(keep=0)
                 return
-            for reply in out:
-                replies.send(reply)
         except BaseException as exc:
-            try:
-                pickle.dumps(exc)
-            except Exception:
-                exc = RuntimeError(f"the ETL writer failed:\n{traceback.format_exc()}")
-            replies.send(("error", exc))
-            return
+            out.failed = True
+            out.send(_error_reply(exc))
+    settle(keep=0)
 
 
 class WriterProcess:
