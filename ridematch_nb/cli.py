@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--online",
         action="store_true",
-        help="also Feast materialize and online lookups (needs a materialized demo)",
+        help="also materialize, online lookups, freshness and the whole match (after make demo)",
     )
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_bench)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from ridematch_nb.events import SCHEMAS, InvalidEvent, decode, parse_ts
+from ridematch_nb.events import SCHEMAS, UUID_RE, InvalidEvent, decode, parse_ts
 
 _ARROW = {
     "str": pa.string(),
@@ -39,7 +39,7 @@ _ARROW = {
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
 # Arrow's regex engine (RE2) with full-string anchors: the same language as events.py.
-_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_UUID = UUID_RE.pattern
 # Stricter than events.TIMESTAMP_RE on purpose: field ranges are checked here so the
 # cast below only meets impossible dates (Feb 30), which send the batch's rows of that
 # type record by record.

@@ -35,10 +35,9 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
-from ridematch_nb.columnar import ROW
 from ridematch_nb.columnar import to_table as _typed_rows
 from ridematch_nb.config import Settings
-from ridematch_nb.etl_writer import REJECTED_SCHEMA, SCHEMAS_ARROW, WriterProcess
+from ridematch_nb.etl_writer import REJECTED_SCHEMA, SCHEMAS_ARROW, WriterProcess, with_lineage
 from ridematch_nb.events import SCHEMAS
 from ridematch_nb.kafka_io import (
     _connect,
@@ -62,14 +61,7 @@ def to_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -> pa
     """Valid events as ``(event, parsed timestamp, partition, offset)`` to a landed table,
     as the ETL writes it (for crafted data in tests and examples)."""
     table = _typed_rows(event_type, [(e, ts, i) for i, (e, ts, _, _) in enumerate(rows)])
-    return pa.Table.from_arrays(
-        [
-            *table.drop_columns([ROW]).columns,
-            pa.array([p for _, _, p, _ in rows], pa.int32()),
-            pa.array([o for _, _, _, o in rows], pa.int64()),
-        ],
-        schema=SCHEMAS_ARROW[event_type],
-    )
+    return with_lineage(table, [p for _, _, p, _ in rows], [o for _, _, _, o in rows])
 
 
 @dataclass

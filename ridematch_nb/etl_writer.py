@@ -72,6 +72,14 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 
+def with_lineage(table: pa.Table, partitions, offsets) -> pa.Table:
+    """A decoded table (with ``_row``) as landed: ``_row`` out, Kafka partition and
+    offset of each row in."""
+    table = table.drop_columns([ROW])
+    table = table.append_column("kafka_partition", pa.array(partitions, pa.int32()))
+    return table.append_column("kafka_offset", pa.array(offsets, pa.int64()))
+
+
 @dataclass
 class Records:
     """One partition's records from one poll, decoded as a batch."""
@@ -87,11 +95,7 @@ class Records:
         """Accepted rows of one type among rows lo..hi-1, with their Kafka lineage."""
         table = self.decoded.rows_between(event_type, lo, hi)
         rows = table.column(ROW).to_numpy()
-        table = table.drop_columns([ROW])
-        table = table.append_column(
-            "kafka_partition", pa.array(np.full(len(rows), self.partition, np.int32))
-        )
-        return table.append_column("kafka_offset", pa.array(self.offsets[rows]))
+        return with_lineage(table, np.full(len(rows), self.partition), self.offsets[rows])
 
     def rejected(self, lo: int, hi: int) -> list[dict]:
         return [

@@ -85,14 +85,22 @@ def _summary(mode, topic, parts, world: WorldEnd, start, ticks, counts, delivery
     )
 
 
-def _emit(world: World, pub: Publisher, counts: Counter, digest) -> int:
-    events = world.step()
-    for event in events:
+def _tick(world: World, counts: Counter, digest) -> list[tuple[bytes, bytes]]:
+    """One simulated second as (key, value) records, counted and added to the digest."""
+    records = []
+    for event in world.step():
         key, value = key_of(event), encode(event)
         digest.update(key + b"\0" + value + b"\n")
-        pub.send(key, value)
+        records.append((key, value))
         counts[event["event_type"]] += 1
-    return len(events)
+    return records
+
+
+def _emit(world: World, pub: Publisher, counts: Counter, digest) -> int:
+    records = _tick(world, counts, digest)
+    for key, value in records:
+        pub.send(key, value)
+    return len(records)
 
 
 # The simulation and the JSON encoding run in a child process while this one produces:
@@ -108,11 +116,7 @@ def _simulate_into(conn, params: WorldParams, ticks: int) -> None:
         for first in range(0, ticks, SIM_BATCH_TICKS):
             batch = []
             for _ in range(min(SIM_BATCH_TICKS, ticks - first)):
-                for event in world.step():
-                    key, value = key_of(event), encode(event)
-                    digest.update(key + b"\0" + value + b"\n")
-                    batch.append((key, value))
-                    counts[event["event_type"]] += 1
+                batch += _tick(world, counts, digest)
             conn.send(("records", batch))
         conn.send(("end", dict(counts), WorldEnd.of(world), digest.hexdigest()))
     except BaseException:
