@@ -145,6 +145,17 @@ def test_executed_notebooks_hold_no_secrets(chain, settings):
             assert not any(s in text for s in secrets), path
 
 
+def test_executed_notebooks_hold_no_endpoints(chain, settings):
+    endpoints = [
+        settings.kafka_bootstrap,
+        settings.s3_endpoint.split("://")[-1],
+        settings.redis_url.split("://")[-1].split("/")[0],
+    ]
+    for path in chain.run_dir.rglob("*.ipynb"):
+        text = path.read_text()
+        assert not any(e in text for e in endpoints), path
+
+
 def papermill_from(folder, notebook: str, **params) -> dict:
     """Run one notebook with the papermill CLI from ``folder``, as a user would by hand;
     returns the figures it recorded there."""
