@@ -91,6 +91,7 @@ class LiveDashboard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refreshes = 0
+        self._applied = False
         self.started_at: float | None = None
         self.peaks: dict[str, float] = {}
         self._build()
@@ -173,6 +174,12 @@ class LiveDashboard:
 
     def _toggle(self, name: str, on: bool) -> None:
         if on and not self._stop.is_set():
+            if name == "push" and not self._applied:
+                # the push source must be in the registry; applying again changes nothing
+                from ridematch_nb.features import apply
+
+                apply(self.settings)
+                self._applied = True
             self.bg.start(name, *self.args[name])
         elif not on:
             self.bg.stop(name)
@@ -183,6 +190,9 @@ class LiveDashboard:
         asked (or later, with their buttons)."""
         self._stop.clear()
         self.started_at = time.time()
+        with self._lock:
+            if self.watcher.consumer is None:
+                self.watcher.connect()  # before the generator: its first tick has every driver
         self.bg.start("generator", *self.args["generator"])
         self.etl_on.value, self.push_on.value = etl, push
         self._thread = threading.Thread(target=self._loop, name="live-dashboard", daemon=True)

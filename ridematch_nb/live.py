@@ -13,7 +13,9 @@ run through this module's ``__main__`` so that it first ties its life to the ker
   the children belong to: they stop as on Ctrl+C.
 
 ``PR_SET_PDEATHSIG`` fires when the *thread* that started a child ends, so children are
-started from one thread that lives as long as the ``Background`` object.
+started from one daemon thread that lives as long as the process: not from a button's
+callback thread, and not from a thread pool (Python joins pool threads at exit before
+the ``atexit`` hooks run, which would kill the children before the gentle stop).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 
 from ridematch_nb.config import Settings
 
@@ -85,9 +88,23 @@ class Background:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, Proc] = {}
         self._lock = threading.Lock()
-        # one long-lived thread starts every child (see PR_SET_PDEATHSIG in the docstring)
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-spawner")
+        # one thread, alive until the process ends, starts every child (PR_SET_PDEATHSIG)
+        self._jobs: SimpleQueue = SimpleQueue()
+        threading.Thread(target=self._spawner, name="live-spawner", daemon=True).start()
         atexit.register(self.stop_all)
+
+    def _spawner(self) -> None:
+        while True:
+            job, done = self._jobs.get()
+            try:
+                done.set_result(job())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+    def _spawn(self, job):
+        done: Future = Future()
+        self._jobs.put((job, done))
+        return done.result()
 
     def argv(self, name: str, *extra: str) -> list[str]:
         if name not in COMMANDS:
@@ -115,7 +132,7 @@ class Background:
                         env=env,
                     )
 
-            proc = self.procs[name] = Proc(name, self._spawner.submit(spawn).result(), log)
+            proc = self.procs[name] = Proc(name, self._spawn(spawn), log)
             return proc
 
     def stop(self, name: str, grace_s: tuple[float, float] = STOP_GRACE_S) -> int | None:
@@ -161,7 +178,6 @@ class Background:
 
     def close(self) -> dict[str, int | None]:
         codes = self.stop_all()
-        self._spawner.shutdown(wait=False)
         atexit.unregister(self.stop_all)
         return codes
 

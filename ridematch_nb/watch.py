@@ -172,9 +172,12 @@ class Watcher:
         self.settings, self.groups = settings, groups
         self.state = StreamState()
         self.consumer = self.tps = self._admin = self._online = None
+        self._topic_was_missing = False
 
     def connect(self) -> bool:
-        """Assign every partition at its end; False while the topic does not exist yet."""
+        """Assign every partition at its end, resolved now (call it before starting the
+        generator, so that nothing it sends is missed); False while the topic does not
+        exist. A topic that appears later is new: it is then read from its beginning."""
         from kafka.errors import UnknownTopicOrPartitionError
 
         from ridematch_nb.kafka_io import _reader
@@ -182,8 +185,14 @@ class Watcher:
         try:
             self.consumer, self.tps = _reader(self.settings, self.settings.topic)
         except UnknownTopicOrPartitionError:
+            self._topic_was_missing = True
             return False
-        self.consumer.seek_to_end(*self.tps)
+        if self._topic_was_missing:
+            self.consumer.seek_to_beginning(*self.tps)
+        else:
+            self.consumer.seek_to_end(*self.tps)
+        for tp in self.tps:
+            self.consumer.position(tp)
         return True
 
     def poll(self, timeout_ms: int) -> int:
