@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 WINDOWS = {"30 s": 30, "1 min": 60, "5 min": 300, "10 min": 600}
 STATUS_COLOURS = {"idle": "#2ca02c", "en_route": "#ff7f0e", "on_trip": "#1f77b4", "offline": "#bbb"}
 TYPE_COLOURS = {"driver_update": "#1f77b4", "rider_request": "#d62728", "offer_outcome": "#9467bd"}
+ALL, CITY = "all", "whole city"  # the unfiltered choices of the event type and area menus
 HEALTH_EVERY_S = 2.0  # lag and freshness: an admin round trip and an online read
+HEAL_AFTER_S = 8.0  # a chart whose view has not answered this long is replaced (_heal)
+HEAL_MAX = 3  # ... at most this many times
 # The map's frame: the simulated city, or about 5 km around a chosen hot spot.
 CITY_VIEW = ((40.57, 40.90), (-74.08, -73.74))
 AREA_HALF_SPAN = (0.025, 0.033)
@@ -50,6 +53,15 @@ def _figure(title: str, height: int = 260, **layout) -> go.FigureWidget:
         **layout,
     )
     return fig
+
+
+def _kernel_loop():
+    """The running IPython kernel's event loop, or None outside a kernel."""
+    try:
+        from ipykernel.kernelbase import Kernel
+    except ImportError:
+        return None
+    return Kernel.instance().io_loop if Kernel.initialized() else None
 
 
 def _view(area: str | None) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -89,7 +101,13 @@ class LiveDashboard:
         self.watcher = Watcher(settings, self.groups)
         self._lock = threading.RLock()  # state and figures: the refresh thread vs the controls
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._push_wanted = threading.Event()
+        self._refresh_pending = threading.Event()
+        self._ioloop = None
+        self.problem = ""  # the last error the threads met, shown under the charts
+        self.heals: dict[str, int] = {}
+        self._unanswered: dict[str, float] = {}
         self.refreshes = 0
         self._applied = False
         self.started_at: float | None = None
@@ -100,11 +118,9 @@ class LiveDashboard:
 
     def _build(self) -> None:
         self.window = widgets.Dropdown(options=list(WINDOWS), value="1 min", description="window")
-        self.event_type = widgets.Dropdown(
-            options=[("all", None), *[(t, t) for t in EVENT_TYPES]], description="event type"
-        )
+        self.event_type = widgets.Dropdown(options=[ALL, *EVENT_TYPES], description="event type")
         self.area = widgets.Dropdown(
-            options=[("whole city", None), *[(a, a) for a in sorted(HOT_SPOTS)]],
+            options=[CITY, *sorted(HOT_SPOTS)],
             description="area",
         )
         self.etl_on = widgets.ToggleButton(description="ETL worker", icon="database")
@@ -157,13 +173,25 @@ class LiveDashboard:
 
         controls = widgets.HBox([self.window, self.event_type, self.area])
         buttons = widgets.HBox([self.etl_on, self.push_on, self.stop_button])
+        self._slots = {  # each chart in a box of its own, so a dead view can be replaced
+            name: widgets.Box([getattr(self, name)])
+            for name in (
+                "fig_rates",
+                "fig_status",
+                "fig_map",
+                "fig_lag",
+                "fig_fresh",
+                "fig_rejects",
+            )
+        }
+        slot = self._slots
         grid = widgets.GridBox(
             [
-                self.fig_rates,
-                self.fig_status,
-                self.fig_map,
-                widgets.VBox([self.fig_lag, self.fig_fresh]),
-                self.fig_rejects,
+                slot["fig_rates"],
+                slot["fig_status"],
+                slot["fig_map"],
+                widgets.VBox([slot["fig_lag"], slot["fig_fresh"]]),
+                slot["fig_rejects"],
                 self.status,
             ],
             layout=widgets.Layout(grid_template_columns="repeat(2, 540px)"),
@@ -175,35 +203,60 @@ class LiveDashboard:
     def _toggle(self, name: str, on: bool) -> None:
         if on and not self._stop.is_set():
             if name == "push" and not self._applied:
-                # the push source must be in the registry; applying again changes nothing
-                from ridematch_nb.features import apply
-
-                apply(self.settings)
-                self._applied = True
+                self._push_wanted.set()  # the health thread applies the repository first
+                return
             self.bg.start(name, *self.args[name])
         elif not on:
+            if name == "push":
+                self._push_wanted.clear()
             self.bg.stop(name)
         self.refresh()
 
-    def start(self, etl: bool = False, push: bool = False) -> LiveDashboard:
-        """Start the generator and the refresh thread; the ETL and the push loop too when
-        asked (or later, with their buttons)."""
+    def _apply_then_push(self) -> None:
+        """The push source must be in the registry (applying again changes nothing). It
+        takes a while, so it runs on the health thread, which alone uses Feast: two
+        threads importing Feast's repository at once can deadlock."""
+        from ridematch_nb.features import apply
+
+        self._on_main(lambda: setattr(self.push_on, "description", "applying features..."))
+        try:
+            apply(self.settings)
+            self._applied = True
+        except Exception as exc:
+            log.warning("feast apply failed: %s", exc)
+            self.problem = f"feast apply failed: {exc}"
+            self._on_main(lambda: setattr(self.push_on, "value", False))
+            return
+        finally:
+            self._on_main(lambda: setattr(self.push_on, "description", "push-online"))
+            self._push_wanted.clear()
+        if self.push_on.value and not self._stop.is_set():
+            self.bg.start("push", *self.args["push"])
+
+    def start(self, etl: bool = False, push: bool = False) -> None:
+        """Start the generator and the refresh and health threads; the ETL and the push
+        loop too when asked (or later, with their buttons)."""
         self._stop.clear()
         self.started_at = time.time()
+        self._ioloop = _kernel_loop()
         with self._lock:
             if self.watcher.consumer is None:
                 self.watcher.connect()  # before the generator: its first tick has every driver
         self.bg.start("generator", *self.args["generator"])
         self.etl_on.value, self.push_on.value = etl, push
-        self._thread = threading.Thread(target=self._loop, name="live-dashboard", daemon=True)
-        self._thread.start()
-        return self
+        self._threads = [
+            threading.Thread(target=self._refresh_loop, name="live-refresh", daemon=True),
+            threading.Thread(target=self._health_loop, name="live-health", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> dict[str, int | None]:
-        """Stop the refresh thread and every process; returns the processes' exit codes."""
+        """Stop the threads and every process; returns the processes' exit codes."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=60)
         codes = self.bg.stop_all()
         self.etl_on.value = self.push_on.value = False
         with self._lock:
@@ -220,7 +273,10 @@ class LiveDashboard:
         if duration_s == 0:
             return self.summary()
         try:
-            self._stop.wait(duration_s)
+            end = time.monotonic() + duration_s
+            while (left := end - time.monotonic()) > 0:
+                self._stop.wait(min(left, self.refresh_s))
+                self.refresh()  # this cell holds the kernel's thread: redraw from here
         except KeyboardInterrupt:
             log.info("interrupted: stopping the live processes")
         codes = self.stop()
@@ -228,28 +284,57 @@ class LiveDashboard:
 
     # -- refresh ----------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        next_health = 0.0
+    def _on_main(self, fn) -> None:
+        """Run ``fn`` on the kernel's own thread, where the frontend's messages to the
+        widgets are handled too, so a chart is never changed by two threads at once.
+        Outside a kernel (a script, a test) there is no such thread: run it here."""
+        if self._ioloop is None:
+            fn()
+        else:
+            self._ioloop.add_callback(fn)
+
+    def _request_refresh(self) -> None:
+        if not self._refresh_pending.is_set():
+            self._refresh_pending.set()
+            self._on_main(self._refresh_now)
+
+    def _refresh_now(self) -> None:
+        self._refresh_pending.clear()
+        try:
+            self.refresh()
+        except Exception as exc:
+            log.warning("live refresh: %s", exc)
+
+    def _refresh_loop(self) -> None:
+        """Poll the stream and redraw, every ``refresh_s``."""
         while not self._stop.is_set():
             deadline = time.monotonic() + self.refresh_s
             try:
                 while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
                     with self._lock:
                         self.watcher.poll(timeout_ms=max(1, int(min(left, 0.25) * 1000)))
-                if time.monotonic() >= next_health:
-                    self._health()
-                    next_health = time.monotonic() + HEALTH_EVERY_S
-            except Exception as exc:  # a broker restart: show it, keep going
-                log.warning("live refresh: %s", exc)
-                self.status.value = f"<b>refresh failed</b>: {html.escape(str(exc))}"
+                self._request_refresh()
+            except Exception as exc:  # a broker restart: say so, keep going
+                log.warning("live poll: %s", exc)
+                self.problem = str(exc)
                 self._stop.wait(1.0)
-            self.refresh()
-            if not self.bg.pids() and not self._stop.is_set():
-                log.info("every live process has stopped (interrupted?)")
-                self.stop_button.description = "stopped"
+
+    def _health_loop(self) -> None:
+        """Lag and freshness every HEALTH_EVERY_S (admin and online-store round trips, kept
+        off the refresh thread so a slow answer never freezes the charts)."""
+        while not self._stop.is_set():
+            try:
+                if self._push_wanted.is_set():
+                    self._apply_then_push()
+                self._health()
+            except Exception as exc:
+                log.warning("live health: %s", exc)
+            self._stop.wait(HEALTH_EVERY_S)
 
     def _health(self) -> None:
-        lags, fresh = self.watcher.lags(), self.watcher.freshness()
+        with self._lock:
+            ends = self.watcher.ends()
+        lags, fresh = self.watcher.lags(ends), self.watcher.freshness()
         with self._lock:
             self.watcher.state.record_health(time.time(), lags, fresh)
         for name, value in lags.items():
@@ -262,7 +347,9 @@ class LiveDashboard:
         """Redraw every chart from the current state, in place."""
         with self._lock:
             now, state = time.time(), self.watcher.state
-            window, area, kind = WINDOWS[self.window.value], self.area.value, self.event_type.value
+            window = WINDOWS[self.window.value]
+            area = None if self.area.value == CITY else self.area.value
+            kind = None if self.event_type.value == ALL else self.event_type.value
             rates = state.rates(now, window, area)
             with self.fig_rates.batch_update():
                 for trace in self.fig_rates.data:
@@ -285,6 +372,28 @@ class LiveDashboard:
                 self.peaks["events_per_s"] = max(self.peaks.get("events_per_s", 0.0), per_s)
             self.status.value = self._status_html(now)
             self.refreshes += 1
+            if self._ioloop is not None:
+                self._heal(time.monotonic())
+
+    def _heal(self, now: float) -> None:
+        """Replace a chart whose view stopped answering. Plotly's frontend acknowledges
+        every edit; seen here under heavy load: the first charts of a page, created while
+        Plotly's script was still loading, stay blank forever. A new widget (same traces,
+        same layout) gets a fresh view. At most HEAL_MAX times per chart: with no browser
+        attached (papermill) nothing ever answers."""
+        for name, slot in self._slots.items():
+            fig = getattr(self, name)
+            if not (fig._layout_edit_in_process or fig._trace_edit_in_process):
+                self._unanswered.pop(name, None)
+                continue
+            since = self._unanswered.setdefault(name, now)
+            if now - since > HEAL_AFTER_S and self.heals.get(name, 0) < HEAL_MAX:
+                fresh = go.FigureWidget(fig.to_dict())
+                setattr(self, name, fresh)
+                slot.children = (fresh,)
+                fig.close()
+                self.heals[name] = self.heals.get(name, 0) + 1
+                self._unanswered.pop(name)
 
     def _draw_map(self, now: float, window: int, area: str | None, kind: str | None) -> None:
         state = self.watcher.state
@@ -333,7 +442,9 @@ class LiveDashboard:
         return (
             f"<div style='font-size:12px'><p>topic <code>{html.escape(self.settings.topic)}"
             f"</code> · seen since start: {seen}<br>refreshed {time.strftime('%H:%M:%S')}"
-            f" ({self.refreshes} refreshes)</p>"
+            f" ({self.refreshes} refreshes)"
+            + (f"<br><b>problem</b>: {html.escape(self.problem)}" if self.problem else "")
+            + "</p>"
             f"<table>{''.join(rows)}</table></div>"
         )
 
@@ -344,6 +455,7 @@ class LiveDashboard:
         return {
             "seconds": round(time.time() - (self.started_at or time.time()), 1),
             "refreshes": self.refreshes,
+            "charts_replaced": dict(self.heals),
             "seen": dict(state.totals),
             "drivers_seen": len(state.drivers),
             "status_mix": state.status_mix().to_dict(),

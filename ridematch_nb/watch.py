@@ -211,14 +211,16 @@ class Watcher:
             out[tp.partition] = high if high is not None else self.consumer.position(tp)
         return out
 
-    def lags(self) -> dict[str, int | None]:
-        if self.consumer is None:
+    def lags(self, ends: dict[int, int] | None = None) -> dict[str, int | None]:
+        """Each group's lag on the watched topic (``ends``: from ``ends()``, which must be
+        called on the thread that polls)."""
+        if self.consumer is None or not self.tps:
             return dict.fromkeys(self.groups)
         if self._admin is None:
             from ridematch_nb.kafka_io import admin_client
 
             self._admin = admin_client(self.settings)
-        ends, out = self.ends(), {}
+        ends, out = ends if ends is not None else self.ends(), {}
         for name, group in self.groups.items():
             offsets = self._admin.list_group_offsets({group: list(self.tps)})[group]
             committed = {

@@ -1,0 +1,187 @@
+"""The live notebook in a real browser: JupyterLab as `make lab` starts it (token auth),
+Debian's chromium driven by Playwright. Run all cells, start the ETL and push from
+their buttons, see the charts move, shut the kernel down, and find no process left.
+
+Screenshots go to outputs/browser/ (the README's picture is one of them).
+"""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from ridematch_nb.config import PROJECT_ROOT
+from ridematch_nb.lab import lab_command
+from tests.integration.test_live import LIVE_TOPIC, gone_within, live_env, live_processes
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = PROJECT_ROOT / "outputs" / "browser"
+TOPIC = f"{LIVE_TOPIC}-browser"
+# JupyterLab's own settings for this test: no news or update checks over the network
+QUIET_LAB = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    }
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_lab(url: str, lab: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert lab.poll() is None, "JupyterLab exited while starting"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout_s} s")
+
+
+@pytest.fixture
+def lab(stack, tmp_path):
+    """JupyterLab on a copy of the notebooks (its autosave never touches the repository),
+    with the test profile and a topic of its own in the kernel's environment."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run `make install` (scripts/system-deps.sh)")
+    root = tmp_path / "root"
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
+    settings_dir = tmp_path / "lab-settings"
+    for name, values in QUIET_LAB.items():
+        (settings_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (settings_dir / name).write_text(json.dumps(values))
+    port, token = free_port(), secrets.token_hex(16)
+    env = live_env(TOPIC) | {
+        "JUPYTERLAB_SETTINGS_DIR": str(settings_dir),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 (open while the server runs)
+    proc = subprocess.Popen(
+        lab_command(root, port=port, token=token, open_browser=False),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_lab(f"{base}/api/status?token={token}", proc)
+        yield base, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        for leftover in live_processes(TOPIC):  # only after a failure above
+            leftover.kill()
+
+
+def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    base, token = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh profile every run
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1500, "height": 1300},
+        )
+        page = browser.pages[0] if browser.pages else browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        try:
+            # a wrong token is refused: the server asks for it
+            page.goto(f"{base}/lab/tree/notebooks/watch_live.ipynb?token=wrong")
+            page.wait_for_selector("input[type=password]", timeout=60_000)
+            page.goto(f"{base}/lab/tree/notebooks/watch_live.ipynb?token={token}")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+            choose = page.get_by_role("button", name="Select", exact=True)
+            with contextlib.suppress(PlaywrightTimeout):  # a fresh workspace may ask
+                choose.click(timeout=10_000)
+            page.wait_for_selector(
+                ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000
+            )
+
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            plots = page.locator(".js-plotly-plot")
+            plots.nth(5).wait_for(timeout=180_000)  # all six charts drawn
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+                timeout=120_000
+            )
+            page.get_by_role("button", name="ETL worker").click()
+            page.get_by_role("button", name="push-online").click()
+            page.screenshot(path=str(SHOTS / "live-buttons.png"))
+
+            running = {}
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and len(running) < 3:
+                running = {
+                    " ".join(p.cmdline()).split("ridematch_nb.live")[1].split()[1]: p
+                    for p in live_processes(TOPIC)
+                }
+                time.sleep(0.5)
+            assert {"generate", "etl", "push-online"} <= set(running)
+
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+                timeout=120_000
+            )
+            time.sleep(12)  # the push loop joins its group and the charts fill
+            dashboard = page.locator(".widget-vbox").first
+            dashboard.scroll_into_view_if_needed()
+            first = plots.first.screenshot()
+            page.screenshot(path=str(SHOTS / "live-1.png"), full_page=False)
+            time.sleep(3)
+            second = plots.first.screenshot()
+            page.screenshot(path=str(SHOTS / "live-2.png"), full_page=False)
+            dashboard.screenshot(path=str(SHOTS / "live-dashboard.png"))
+            assert first != second, "the events-per-second chart did not change in 3 s"
+
+            errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+            assert errors.count() == 0, errors.first.inner_text()
+            prompts = page.locator(".jp-InputArea-prompt").all_inner_texts()
+            assert prompts and all("*" not in p for p in prompts), prompts
+
+            page.get_by_role("menuitem", name="Kernel", exact=True).click()
+            page.get_by_role("menuitem", name="Shut Down Kernel", exact=True).click()
+            assert gone_within(TOPIC, 30) == [], "processes outlived the kernel"
+        except Exception:
+            page.screenshot(path=str(SHOTS / "failure.png"))
+            (SHOTS / "failure-console.txt").write_text("\n".join(console))
+            raise
+        finally:
+            browser.close()
