@@ -38,10 +38,15 @@ REQUEST_TTL_S = 120  # a request with no accepted offer by then is no longer ope
 MAX_OFFERS = WorldParams().max_offers  # dispatch gives up on a request after this many
 
 
-def area_of(lat: float, lon: float) -> str:
-    """The hot spot nearest to a point (longitude shrunk to kilometres at NYC's latitude)."""
+def areas_of(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """The hot spot nearest to each point (longitude shrunk to NYC's latitude)."""
+    lat, lon = np.asarray(lat, dtype=float)[:, None], np.asarray(lon, dtype=float)[:, None]
     d = (_SPOT_XY[:, 0] - lat) ** 2 + ((_SPOT_XY[:, 1] - lon) * 0.758) ** 2
-    return str(_SPOT_NAMES[int(np.argmin(d))])
+    return _SPOT_NAMES[np.argmin(d, axis=1)]
+
+
+def area_of(lat: float, lon: float) -> str:
+    return str(areas_of([lat], [lon])[0])
 
 
 def _where(event: dict) -> tuple[float, float]:
