@@ -64,6 +64,22 @@ def wait_for_lab(url: str, lab: subprocess.Popen, timeout_s: float = 120) -> Non
     raise TimeoutError(f"JupyterLab did not answer {url} within {timeout_s} s")
 
 
+def shrink(path, **values) -> None:
+    """Set parameters in the notebook's parameters cell, as papermill's -p would: a
+    smaller world keeps a 2-core machine (browser, server, kernel, stack) responsive."""
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    lines = []
+    for line in "".join(cell["source"]).splitlines():
+        name = line.split(":")[0]
+        lines.append(
+            f"{name}: {type(values[name]).__name__} = {values[name]!r}" if name in values else line
+        )
+    assert all(any(line.startswith(f"{n}:") for line in lines) for n in values)
+    cell["source"] = "\n".join(lines)
+    path.write_text(json.dumps(nb))
+
+
 @pytest.fixture
 def lab(stack, tmp_path):
     """JupyterLab on a copy of the notebooks (its autosave never touches the repository),
@@ -72,6 +88,7 @@ def lab(stack, tmp_path):
         pytest.fail(f"{CHROMIUM} is missing: run `make install` (scripts/system-deps.sh)")
     root = tmp_path / "root"
     shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
+    shrink(root / "notebooks" / "watch_live.ipynb", n_drivers=200, refresh_s=2.0)
     settings_dir = tmp_path / "lab-settings"
     for name, values in QUIET_LAB.items():
         (settings_dir / name).parent.mkdir(parents=True, exist_ok=True)
