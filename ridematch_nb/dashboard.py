@@ -1,10 +1,13 @@
 """The live notebook's dashboard: widgets and charts that update in place.
 
-Charts are plotly ``FigureWidget``s: each refresh replaces the data of existing traces
-inside one ``batch_update`` (one message per chart, no redraw of the page, no new
-figure objects), so the page does not flicker and memory stays flat however long it
-runs. A thread of the kernel polls the stream and refreshes every ``refresh_s``; the
-kernel stays free between cells, so the controls answer while the charts move.
+The charts are one matplotlib figure on an ipympl canvas (a widget: the image is
+redrawn in place, no new output, no flicker). Each refresh moves the data of the same
+artists (``set_data``, ``set_offsets``, bar heights) and draws once, so memory stays
+flat however long it runs. Everything that touches the figure or the widgets runs on
+the kernel's own thread; a thread polls the stream, another measures lag and freshness.
+
+Why not plotly's FigureWidget: it loads a 4 MB script per widget through anywidget,
+which gives up after 2 s; on a busy 2-core machine that left charts blank.
 
 The processes belong to ``live.Background``; the numbers to ``watch.Watcher``.
 """
@@ -18,7 +21,8 @@ import time
 from pathlib import Path
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
+import numpy as np
+from matplotlib.figure import Figure
 
 from ridematch_nb.config import Settings
 from ridematch_nb.etl import DEFAULT_GROUP as ETL_GROUP
@@ -34,25 +38,77 @@ STATUS_COLOURS = {"idle": "#2ca02c", "en_route": "#ff7f0e", "on_trip": "#1f77b4"
 TYPE_COLOURS = {"driver_update": "#1f77b4", "rider_request": "#d62728", "offer_outcome": "#9467bd"}
 ALL, CITY = "all", "whole city"  # the unfiltered choices of the event type and area menus
 HEALTH_EVERY_S = 2.0  # lag and freshness: an admin round trip and an online read
-HEAL_AFTER_S = 8.0  # a chart whose view has not answered this long is replaced (_heal)
-HEAL_MAX = 3  # ... at most this many times
 # The map's frame: the simulated city, or about 5 km around a chosen hot spot.
 CITY_VIEW = ((40.57, 40.90), (-74.08, -73.74))
 AREA_HALF_SPAN = (0.025, 0.033)
 
 
-def _figure(title: str, height: int = 260, **layout) -> go.FigureWidget:
-    fig = go.FigureWidget()
-    fig.update_layout(
-        title={"text": title, "font": {"size": 13}},
-        height=height,
-        width=520,
-        margin={"l": 50, "r": 10, "t": 36, "b": 36},
-        legend={"orientation": "h", "y": -0.18},
-        uirevision="keep",  # zoom and hidden traces survive updates
-        **layout,
-    )
-    return fig
+TITLES = {
+    "rates": "events per second",
+    "status": "driver status (newest update per driver)",
+    "map": "drivers by status, open requests",
+    "lag": "consumer lag (records not committed)",
+    "fresh": "online freshness: age of the newest online value (s)",
+    "rejects": "rejected values by reason (window)",
+}
+
+
+class Charts:
+    """The six charts: one figure, artists made once and moved on every refresh."""
+
+    def __init__(self, groups: dict[str, str]) -> None:
+        from ipympl.backend_nbagg import Canvas, FigureManager
+
+        self.fig = Figure(figsize=(11, 10.5), layout="constrained")
+        self.ax = self.fig.subplot_mosaic(
+            [["rates", "status"], ["map", "lag"], ["map", "fresh"], ["rejects", "rejects"]],
+            height_ratios=[1, 1, 1, 0.7],
+        )
+        for name, ax in self.ax.items():
+            ax.set_title(TITLES[name], fontsize=10)
+            ax.tick_params(labelsize=8)
+        self.rates = {
+            k: self.ax["rates"].plot([], [], label=k, color=TYPE_COLOURS[k])[0] for k in EVENT_TYPES
+        }
+        self.ax["rates"].legend(fontsize=8, loc="upper left")
+        self.ax["rates"].set_xlabel("seconds ago", fontsize=8)
+        self.status = self.ax["status"].bar(
+            DRIVER_STATUSES,
+            [0] * len(DRIVER_STATUSES),
+            color=[STATUS_COLOURS[s] for s in DRIVER_STATUSES],
+        )
+        m = self.ax["map"]
+        self.drivers = {
+            s: m.scatter([], [], s=7, color=STATUS_COLOURS[s], label=s) for s in DRIVER_STATUSES
+        }
+        self.requests = m.scatter([], [], s=60, marker="x", color="#d62728", label="open request")
+        self.offers = m.scatter(
+            [], [], s=30, marker="D", facecolors="none", edgecolors="#9467bd", label="offer"
+        )
+        m.set_aspect(1 / 0.758, adjustable="box")
+        m.set_xlabel("longitude", fontsize=8)
+        m.legend(fontsize=8, loc="lower right", markerscale=1.5)
+        self.lags = {
+            name: self.ax["lag"].plot([], [], marker=".", label=f"{name}: {group}")[0]
+            for name, group in groups.items()
+        }
+        self.ax["lag"].legend(fontsize=8, loc="upper left")
+        self.fresh = self.ax["fresh"].plot([], [], marker=".", color="#2ca02c")[0]
+        for name in ("lag", "fresh"):
+            self.ax[name].set_xlabel("seconds ago", fontsize=8)
+        self.canvas = Canvas(self.fig)
+        FigureManager(self.canvas, 0)
+        self.canvas.header_visible = False
+        self.canvas.footer_visible = False
+        self.canvas.resizable = False
+
+    def draw(self) -> None:
+        self.canvas.draw_idle()
+
+
+def _autoscale_y(ax, *series) -> None:
+    top = max([float(np.nanmax(v)) for v in series if len(v)] or [0.0])
+    ax.set_ylim(0, top * 1.15 + 1)
 
 
 def _kernel_loop():
@@ -106,8 +162,6 @@ class LiveDashboard:
         self._refresh_pending = threading.Event()
         self._ioloop = None
         self.problem = ""  # the last error the threads met, shown under the charts
-        self.heals: dict[str, int] = {}
-        self._unanswered: dict[str, float] = {}
         self.refreshes = 0
         self._applied = False
         self.started_at: float | None = None
@@ -133,69 +187,11 @@ class LiveDashboard:
         self.stop_button.on_click(lambda _: self.stop())
         self.status = widgets.HTML()
 
-        self.fig_rates = _figure("events per second", xaxis_title="seconds ago")
-        for kind in EVENT_TYPES:
-            self.fig_rates.add_scatter(
-                name=kind, mode="lines", line={"color": TYPE_COLOURS[kind], "width": 2}
-            )
-        self.fig_status = _figure("driver status (newest update per driver)")
-        self.fig_status.add_bar(
-            x=list(DRIVER_STATUSES), marker_color=[STATUS_COLOURS[s] for s in DRIVER_STATUSES]
-        )
-        self.fig_map = _figure("drivers by status, open requests", height=470)
-        for s in DRIVER_STATUSES:
-            self.fig_map.add_scatter(
-                name=s, mode="markers", marker={"size": 5, "color": STATUS_COLOURS[s]}
-            )
-        self.fig_map.add_scatter(
-            name="open request",
-            mode="markers",
-            marker={"size": 10, "color": "#d62728", "symbol": "x"},
-        )
-        self.fig_map.add_scatter(
-            name="offer (window)",
-            mode="markers",
-            marker={"size": 7, "color": "#9467bd", "symbol": "diamond-open"},
-        )
-        self.fig_map.update_xaxes(title="longitude")
-        self.fig_map.update_yaxes(title="latitude", scaleanchor="x", scaleratio=1 / 0.758)
-        self.fig_lag = _figure("consumer lag (records not committed)", xaxis_title="seconds ago")
-        for name in self.groups:
-            self.fig_lag.add_scatter(name=f"{name}: {self.groups[name]}", mode="lines+markers")
-        self.fig_fresh = _figure(
-            "online freshness: age of the newest online value (s)",
-            xaxis_title="seconds ago",
-            showlegend=False,
-        )
-        self.fig_fresh.add_scatter(mode="lines+markers", line={"color": "#2ca02c"})
-        self.fig_rejects = _figure("rejected values by reason (window)", showlegend=False)
-        self.fig_rejects.add_bar(orientation="h", marker_color="#d62728")
+        self.charts = Charts(self.groups)
 
         controls = widgets.HBox([self.window, self.event_type, self.area])
         buttons = widgets.HBox([self.etl_on, self.push_on, self.stop_button])
-        self._slots = {  # each chart in a box of its own, so a dead view can be replaced
-            name: widgets.Box([getattr(self, name)])
-            for name in (
-                "fig_rates",
-                "fig_status",
-                "fig_map",
-                "fig_lag",
-                "fig_fresh",
-                "fig_rejects",
-            )
-        }
-        slot = self._slots
-        grid = widgets.GridBox(
-            [
-                slot["fig_rates"],
-                slot["fig_status"],
-                slot["fig_map"],
-                widgets.VBox([slot["fig_lag"], slot["fig_fresh"]]),
-                slot["fig_rejects"],
-                self.status,
-            ],
-            layout=widgets.Layout(grid_template_columns="repeat(2, 540px)"),
-        )
+        grid = widgets.VBox([self.charts.canvas, self.status])
         self.widget = widgets.VBox([controls, buttons, grid])
 
     # -- processes ----------------------------------------------------------------
@@ -351,83 +347,73 @@ class LiveDashboard:
             area = None if self.area.value == CITY else self.area.value
             kind = None if self.event_type.value == ALL else self.event_type.value
             rates = state.rates(now, window, area)
-            with self.fig_rates.batch_update():
-                for trace in self.fig_rates.data:
-                    trace.x, trace.y = rates.index.tolist(), rates[trace.name].tolist()
-                    trace.visible = kind in (None, trace.name)
+            c = self.charts
+            for name, line in c.rates.items():
+                line.set_data(rates.index, rates[name])
+                line.set_visible(kind in (None, name))
+            shown = [rates[n] for n in rates if kind in (None, n)]
+            c.ax["rates"].set_xlim(-window + 1, 0)
+            _autoscale_y(c.ax["rates"], *shown)
             mix = state.status_mix(area)
-            with self.fig_status.batch_update():
-                self.fig_status.data[0].y = mix.tolist()
+            for bar, value in zip(c.status, mix, strict=True):
+                bar.set_height(value)
+            _autoscale_y(c.ax["status"], mix)
             self._draw_map(now, window, area, kind)
             self._draw_health(now, window)
-            rejects = state.recent_rejects(now, window)
-            with self.fig_rejects.batch_update():
-                self.fig_rejects.data[0].x = rejects.tolist()
-                self.fig_rejects.data[0].y = list(rejects.index)
-                self.fig_rejects.layout.annotations = (
-                    [] if len(rejects) else [{"text": "none", "showarrow": False}]
-                )
+            self._draw_rejects(state.recent_rejects(now, window))
+            c.draw()
             if len(rates):
                 per_s = rates.sum(axis=1).tail(10).mean()
                 self.peaks["events_per_s"] = max(self.peaks.get("events_per_s", 0.0), per_s)
             self.status.value = self._status_html(now)
             self.refreshes += 1
-            if self._ioloop is not None:
-                self._heal(time.monotonic())
-
-    def _heal(self, now: float) -> None:
-        """Replace a chart whose view stopped answering. Plotly's frontend acknowledges
-        every edit; seen here under heavy load: the first charts of a page, created while
-        Plotly's script was still loading, stay blank forever. A new widget (same traces,
-        same layout) gets a fresh view. At most HEAL_MAX times per chart: with no browser
-        attached (papermill) nothing ever answers."""
-        for name, slot in self._slots.items():
-            fig = getattr(self, name)
-            if not (fig._layout_edit_in_process or fig._trace_edit_in_process):
-                self._unanswered.pop(name, None)
-                continue
-            since = self._unanswered.setdefault(name, now)
-            if now - since > HEAL_AFTER_S and self.heals.get(name, 0) < HEAL_MAX:
-                fresh = go.FigureWidget(fig.to_dict())
-                setattr(self, name, fresh)
-                slot.children = (fresh,)
-                fig.close()
-                self.heals[name] = self.heals.get(name, 0) + 1
-                self._unanswered.pop(name)
 
     def _draw_map(self, now: float, window: int, area: str | None, kind: str | None) -> None:
-        state = self.watcher.state
+        state, c = self.watcher.state, self.charts
         drivers = state.driver_points(area)
+        for status, dots in c.drivers.items():
+            mine = drivers[drivers.status == status]
+            dots.set_offsets(np.c_[mine.lon, mine.lat] if len(mine) else np.empty((0, 2)))
+            dots.set_visible(kind in (None, "driver_update"))
         requests = state.open_requests(now, area)
+        c.requests.set_offsets(
+            np.c_[requests.lon, requests.lat] if len(requests) else np.empty((0, 2))
+        )
+        c.requests.set_visible(kind in (None, "rider_request"))
         offers = state.recent_offers(now, window, area)
+        c.offers.set_offsets(np.c_[offers.lon, offers.lat] if len(offers) else np.empty((0, 2)))
+        c.offers.set_visible(kind == "offer_outcome")
         (lat0, lat1), (lon0, lon1) = _view(area)
-        with self.fig_map.batch_update():
-            for trace in self.fig_map.data[: len(DRIVER_STATUSES)]:
-                mine = drivers[drivers.status == trace.name]
-                trace.x, trace.y = mine.lon.tolist(), mine.lat.tolist()
-                trace.visible = kind in (None, "driver_update")
-            req, off = self.fig_map.data[len(DRIVER_STATUSES) :]
-            req.x, req.y = requests.lon.tolist(), requests.lat.tolist()
-            req.visible = kind in (None, "rider_request")
-            off.x, off.y = offers.lon.tolist(), offers.lat.tolist()
-            off.visible = kind == "offer_outcome"
-            self.fig_map.layout.xaxis.range = [max(lon0, LON_RANGE[0]), min(lon1, LON_RANGE[1])]
-            self.fig_map.layout.yaxis.range = [max(lat0, LAT_RANGE[0]), min(lat1, LAT_RANGE[1])]
+        c.ax["map"].set_xlim(max(lon0, LON_RANGE[0]), min(lon1, LON_RANGE[1]))
+        c.ax["map"].set_ylim(max(lat0, LAT_RANGE[0]), min(lat1, LAT_RANGE[1]))
 
     def _draw_health(self, now: float, window: int) -> None:
-        health = self.watcher.state.health_frame(now, window)
-        with self.fig_lag.batch_update():
-            for trace, name in zip(self.fig_lag.data, self.groups, strict=True):
-                col = f"lag_{name}"
-                ok = health if col not in health else health[health[col].notna()]
-                trace.x = ok["ago"].tolist() if len(ok) else []
-                trace.y = ok[col].tolist() if col in ok else []
-            self.fig_lag.layout.xaxis.range = [-window, 0]
-        with self.fig_fresh.batch_update():
-            ok = health[health["fresh_s"].notna()] if "fresh_s" in health else health
-            self.fig_fresh.data[0].x = ok["ago"].tolist() if len(ok) else []
-            self.fig_fresh.data[0].y = ok["fresh_s"].tolist() if len(ok) else []
-            self.fig_fresh.layout.xaxis.range = [-window, 0]
+        health, c = self.watcher.state.health_frame(now, window), self.charts
+        series = []
+        for name, line in c.lags.items():
+            col = f"lag_{name}"
+            ok = health[health[col].notna()] if col in health else health.iloc[:0]
+            line.set_data(ok["ago"] if len(ok) else [], ok[col] if len(ok) else [])
+            series.append(ok[col] if len(ok) else [])
+        _autoscale_y(c.ax["lag"], *series)
+        ok = health[health["fresh_s"].notna()] if "fresh_s" in health else health.iloc[:0]
+        c.fresh.set_data(ok["ago"] if len(ok) else [], ok["fresh_s"] if len(ok) else [])
+        _autoscale_y(c.ax["fresh"], ok["fresh_s"] if len(ok) else [])
+        for name in ("lag", "fresh"):
+            c.ax[name].set_xlim(-window, 0)
+
+    def _draw_rejects(self, rejects) -> None:
+        """Reasons come and go, so this one chart is drawn afresh (a few bars at most)."""
+        ax = self.charts.ax["rejects"]
+        ax.clear()
+        ax.set_title(TITLES["rejects"], fontsize=10)
+        ax.tick_params(labelsize=8)
+        if len(rejects):
+            ax.barh(list(rejects.index), rejects.to_numpy(), color="#d62728")
+        else:
+            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
 
     def _status_html(self, now: float) -> str:
         totals = self.watcher.state.totals
@@ -455,7 +441,6 @@ class LiveDashboard:
         return {
             "seconds": round(time.time() - (self.started_at or time.time()), 1),
             "refreshes": self.refreshes,
-            "charts_replaced": dict(self.heals),
             "seen": dict(state.totals),
             "drivers_seen": len(state.drivers),
             "status_mix": state.status_mix().to_dict(),

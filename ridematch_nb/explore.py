@@ -2,7 +2,8 @@
 filtered by hour range, event type, area and driver, in charts that redraw in place.
 
 The executed notebooks keep their static figures (plots.py) for readers of papermill
-output; this is the same data with controls, for JupyterLab.
+output; this is the same data with controls, for JupyterLab: one matplotlib figure on
+an ipympl canvas whose artists move when a control changes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
+from matplotlib.figure import Figure
 
 from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES
 from ridematch_nb.plots import local_hour
@@ -74,6 +75,8 @@ class Explorer:
     """Controls and three charts over one run's events."""
 
     def __init__(self, frames: dict[str, pd.DataFrame], seed: int = 0) -> None:
+        from ipympl.backend_nbagg import Canvas, FigureManager
+
         self.table = events_table(frames)
         self.rng = np.random.default_rng(seed)
         self.hours = widgets.IntRangeSlider(
@@ -86,16 +89,33 @@ class Explorer:
             options=drivers, placeholder="any driver", description="driver", ensure_option=True
         )
         self.counts = widgets.HTML()
-        self.fig_time = self._figure("events per hour (New York time)", barmode="stack")
-        for kind in EVENT_TYPES:
-            self.fig_time.add_bar(name=kind)
-        self.fig_map = self._figure("where (a sample)", height=420)
-        for kind in EVENT_TYPES:
-            self.fig_map.add_scatter(name=kind, mode="markers", marker={"size": 4, "opacity": 0.6})
-        self.fig_map.update_yaxes(scaleanchor="x", scaleratio=1 / 0.758)
-        self.fig_status = self._figure("driver status by hour (driver updates)", barmode="stack")
-        for status in DRIVER_STATUSES:
-            self.fig_status.add_bar(name=status)
+        self.fig = Figure(figsize=(11, 8), layout="constrained")
+        self.ax = self.fig.subplot_mosaic([["time", "map"], ["status", "map"]])
+        hours = np.arange(24)
+        self.per_type = {
+            k: self.ax["time"].plot(hours, np.zeros(24), marker=".", label=k)[0]
+            for k in EVENT_TYPES
+        }
+        self.per_status = {
+            s: self.ax["status"].plot(hours, np.zeros(24), marker=".", label=s)[0]
+            for s in DRIVER_STATUSES
+        }
+        self.points = {
+            k: self.ax["map"].plot([], [], ".", markersize=2, alpha=0.6, label=k)[0]
+            for k in EVENT_TYPES
+        }
+        titles = {
+            "time": "events per hour (New York time)",
+            "status": "driver updates by status and hour",
+            "map": "where (a sample)",
+        }
+        for name, ax in self.ax.items():
+            ax.set_title(titles[name], fontsize=10)
+            ax.legend(fontsize=8, loc="upper left", markerscale=3 if name == "map" else 1)
+        self.ax["map"].set_aspect(1 / 0.758, adjustable="datalim")
+        self.canvas = Canvas(self.fig)
+        FigureManager(self.canvas, 0)
+        self.canvas.header_visible = False
         for control in (self.hours, self.event_type, self.area, self.driver):
             control.observe(lambda _: self.redraw(), names="value")
         self.widget = widgets.VBox(
@@ -103,24 +123,10 @@ class Explorer:
                 widgets.HBox([self.hours, self.event_type]),
                 widgets.HBox([self.area, self.driver]),
                 self.counts,
-                widgets.HBox([self.fig_time, self.fig_status]),
-                self.fig_map,
+                self.canvas,
             ]
         )
         self.redraw()
-
-    @staticmethod
-    def _figure(title: str, height: int = 300, **layout) -> go.FigureWidget:
-        fig = go.FigureWidget()
-        fig.update_layout(
-            title={"text": title, "font": {"size": 13}},
-            height=height,
-            width=520,
-            margin={"l": 50, "r": 10, "t": 36, "b": 36},
-            legend={"orientation": "h", "y": -0.2},
-            **layout,
-        )
-        return fig
 
     def chosen(self) -> pd.DataFrame:
         driver = self.driver.value if self.driver.value in self.driver.options else ANY_DRIVER
@@ -129,26 +135,27 @@ class Explorer:
     def redraw(self) -> None:
         rows = self.chosen()
         self.counts.value = f"{len(rows):,} of {len(self.table):,} events"
-        hours = list(range(24))
+        hours = np.arange(24)
         per_hour = rows.groupby(["event_type", "hour"]).size()
-        with self.fig_time.batch_update():
-            for trace in self.fig_time.data:
-                mine = per_hour.get(trace.name, pd.Series(dtype="int64"))
-                trace.x, trace.y = hours, [int(mine.get(h, 0)) for h in hours]
+        for kind, line in self.per_type.items():
+            mine = per_hour.get(kind, pd.Series(dtype="int64"))
+            line.set_ydata(np.array([int(mine.get(h, 0)) for h in hours]))
         updates = rows[rows["event_type"] == "driver_update"]
         mix = updates.groupby(["status", "hour"]).size()
-        with self.fig_status.batch_update():
-            for trace in self.fig_status.data:
-                mine = mix.get(trace.name, pd.Series(dtype="int64"))
-                trace.x, trace.y = hours, [int(mine.get(h, 0)) for h in hours]
+        for status, line in self.per_status.items():
+            mine = mix.get(status, pd.Series(dtype="int64"))
+            line.set_ydata(np.array([int(mine.get(h, 0)) for h in hours]))
         sample = rows
         if len(rows) > MAP_POINTS:
             sample = rows.iloc[np.sort(self.rng.choice(len(rows), MAP_POINTS, replace=False))]
-        with self.fig_map.batch_update():
-            for trace in self.fig_map.data:
-                mine = sample[sample["event_type"] == trace.name]
-                trace.x, trace.y = mine["lon"].tolist(), mine["lat"].tolist()
-                trace.mode = "lines+markers" if self.driver.value else "markers"
+        for kind, line in self.points.items():
+            mine = sample[sample["event_type"] == kind]
+            line.set_data(mine["lon"], mine["lat"])
+            line.set_linestyle("-" if self.driver.value else "None")
+        for ax in self.ax.values():
+            ax.relim()
+            ax.autoscale_view()
+        self.canvas.draw_idle()
 
 
 def explorer(frames: dict[str, pd.DataFrame]) -> widgets.VBox:

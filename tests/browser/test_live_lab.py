@@ -155,8 +155,8 @@ def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, t
 
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            plots = page.locator(".js-plotly-plot")
-            plots.nth(5).wait_for(timeout=180_000)  # all six charts drawn
+            charts = page.locator(".jupyter-matplotlib canvas").first  # the ipympl figure
+            charts.wait_for(timeout=180_000)
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
                 timeout=120_000
             )
@@ -180,13 +180,15 @@ def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, t
             time.sleep(12)  # the push loop joins its group and the charts fill
             dashboard = page.locator(".widget-vbox").first
             dashboard.scroll_into_view_if_needed()
-            first = plots.first.screenshot()
+            first = charts.screenshot()
             page.screenshot(path=str(SHOTS / "live-1.png"), full_page=False)
-            time.sleep(3)
-            second = plots.first.screenshot()
+            time.sleep(4)
+            second = charts.screenshot()
             page.screenshot(path=str(SHOTS / "live-2.png"), full_page=False)
             dashboard.screenshot(path=str(SHOTS / "live-dashboard.png"))
-            assert first != second, "the events-per-second chart did not change in 3 s"
+            assert first != second, "the charts did not change in 4 s"
+            seen = page.get_by_text("seen since start").inner_text()
+            assert "driver_update" in seen, seen  # the stream reached the dashboard
 
             errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
             assert errors.count() == 0, errors.first.inner_text()

@@ -46,12 +46,12 @@ def test_the_charts_show_exactly_what_the_controls_select(frames):
     ex.event_type.value = "rider_request"
     ex.hours.value = (8, 8)
     expected = select(ex.table, (8, 8), "rider_request")
-    by_type = {t.name: sum(t.y) for t in ex.fig_time.data}
+    by_type = {k: line.get_ydata().sum() for k, line in ex.per_type.items()}
     assert by_type == {"driver_update": 0, "rider_request": len(expected), "offer_outcome": 0}
-    assert sum(sum(t.y) for t in ex.fig_status.data) == 0  # no driver updates chosen
-    points = sum(len(t.x) for t in ex.fig_map.data)
+    assert sum(line.get_ydata().sum() for line in ex.per_status.values()) == 0
+    points = sum(len(line.get_xdata()) for line in ex.points.values())
     assert points == min(len(expected), 4000)
     ex.event_type.value = "all"
     ex.hours.value = (0, 23)
-    assert sum(sum(t.y) for t in ex.fig_time.data) == len(ex.table)
+    assert sum(line.get_ydata().sum() for line in ex.per_type.values()) == len(ex.table)
     assert f"{len(ex.table):,} of {len(ex.table):,}" in ex.counts.value
