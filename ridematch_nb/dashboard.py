@@ -307,8 +307,8 @@ class LiveDashboard:
             deadline = time.monotonic() + self.refresh_s
             try:
                 while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
-                    with self._lock:
-                        self.watcher.poll(timeout_ms=max(1, int(min(left, 0.25) * 1000)))
+                    timeout_ms = max(1, int(min(left, 0.25) * 1000))
+                    self.watcher.poll(timeout_ms, lock=self._lock)
                 self._request_refresh()
             except Exception as exc:  # a broker restart: say so, keep going
                 log.warning("live poll: %s", exc)
@@ -328,9 +328,8 @@ class LiveDashboard:
             self._stop.wait(HEALTH_EVERY_S)
 
     def _health(self) -> None:
-        with self._lock:
-            ends = self.watcher.ends()
-        lags, fresh = self.watcher.lags(ends), self.watcher.freshness()
+        # the poll thread's consumer is only read here (its high watermarks)
+        lags, fresh = self.watcher.lags(self.watcher.ends()), self.watcher.freshness()
         with self._lock:
             self.watcher.state.record_health(time.time(), lags, fresh)
         for name, value in lags.items():

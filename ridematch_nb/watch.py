@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -200,13 +201,18 @@ class Watcher:
             self.consumer.position(tp)
         return True
 
-    def poll(self, timeout_ms: int) -> int:
+    def poll(self, timeout_ms: int, lock=None) -> int:
+        """Fold what arrives within ``timeout_ms`` into the state (under ``lock``, if
+        given: held for the fold only, never while waiting on the broker)."""
         if self.consumer is None and not self.connect():
             time.sleep(timeout_ms / 1000)
             return 0
         batch = self.consumer.poll(timeout_ms=timeout_ms)
         values = [r.value for records in batch.values() for r in records]
-        return self.state.add(values, time.time()) if values else 0
+        if not values:
+            return 0
+        with lock or contextlib.nullcontext():
+            return self.state.add(values, time.time())
 
     def ends(self) -> dict[int, int]:
         """The true log end of each partition: the high watermark of the last fetch."""
