@@ -239,7 +239,10 @@ class LiveDashboard:
             if self.watcher.consumer is None:
                 self.watcher.connect()  # before the generator: its first tick has every driver
         self.bg.start("generator", *self.args["generator"])
-        self.etl_on.value, self.push_on.value = etl, push
+        if etl:  # a button pressed already stays pressed
+            self.etl_on.value = True
+        if push:
+            self.push_on.value = True
         self._threads = [
             threading.Thread(target=self._refresh_loop, name="live-refresh", daemon=True),
             threading.Thread(target=self._health_loop, name="live-health", daemon=True),

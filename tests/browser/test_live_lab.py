@@ -8,6 +8,7 @@ Screenshots go to outputs/browser/ (the README's picture is one of them).
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -122,6 +123,18 @@ def lab(stack, tmp_path):
             leftover.kill()
 
 
+def wait_all_cells_ran(page, timeout_s: float = 180) -> list[str]:
+    """Every code cell has run: each prompt shows its execution count, none a star."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        prompts = [p.strip() for p in page.locator(".jp-InputArea-prompt").all_inner_texts()]
+        counts = [p for p in prompts if p]
+        if counts and all(re.fullmatch(r"\[\d+\]:", p) for p in counts):
+            return counts
+        time.sleep(0.5)
+    raise TimeoutError(f"cells still running or not run: {prompts}")
+
+
 def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -157,9 +170,7 @@ def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, t
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
             charts = page.locator(".jupyter-matplotlib canvas").first  # the ipympl figure
             charts.wait_for(timeout=180_000)
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-                timeout=120_000
-            )
+            wait_all_cells_ran(page)
             page.get_by_role("button", name="ETL worker").click()
             page.get_by_role("button", name="push-online").click()
             page.screenshot(path=str(SHOTS / "live-buttons.png"))
@@ -174,9 +185,6 @@ def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, t
                 time.sleep(0.5)
             assert {"generate", "etl", "push-online"} <= set(running)
 
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-                timeout=120_000
-            )
             time.sleep(12)  # the push loop joins its group and the charts fill
             dashboard = page.locator(".widget-vbox").first
             dashboard.scroll_into_view_if_needed()
@@ -192,8 +200,7 @@ def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, t
 
             errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
             assert errors.count() == 0, errors.first.inner_text()
-            prompts = page.locator(".jp-InputArea-prompt").all_inner_texts()
-            assert prompts and all("*" not in p for p in prompts), prompts
+            assert len(wait_all_cells_ran(page)) == 6  # every code cell ran once
 
             page.get_by_role("menuitem", name="Kernel", exact=True).click()
             page.get_by_role("menuitem", name="Shut Down Kernel", exact=True).click()
