@@ -28,7 +28,7 @@ from ridematch_nb.config import Settings
 from ridematch_nb.etl import DEFAULT_GROUP as ETL_GROUP
 from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES, LAT_RANGE, LON_RANGE
 from ridematch_nb.features import PUSH_GROUP
-from ridematch_nb.live import Background
+from ridematch_nb.live import Background, apply_features
 from ridematch_nb.watch import HOT_SPOTS, Watcher
 
 log = logging.getLogger(__name__)
@@ -212,11 +212,9 @@ class LiveDashboard:
         """The push source must be in the registry (applying again changes nothing). It
         takes a while, so it runs on the health thread, which alone uses Feast: two
         threads importing Feast's repository at once can deadlock."""
-        from ridematch_nb.features import apply
-
         self._on_main(lambda: setattr(self.push_on, "description", "applying features..."))
         try:
-            apply(self.settings)
+            apply_features(self.settings)
             self._applied = True
         except Exception as exc:
             log.warning("feast apply failed: %s", exc)

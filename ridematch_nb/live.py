@@ -182,6 +182,28 @@ class Background:
         return codes
 
 
+def apply_features(settings: Settings, timeout_s: float = 300) -> None:
+    """``feast apply`` for the push loop, in a child process run from the project root:
+    Feast's repository parser fails when the working directory is outside the project
+    (a kernel started elsewhere), and the kernel keeps its own directory and imports."""
+    from ridematch_nb.config import PROJECT_ROOT
+
+    code = (
+        "from ridematch_nb import features; from ridematch_nb.config import load_settings; "
+        f"features.apply(load_settings({str(settings.params_file)!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"feast apply failed: {done.stderr.strip().splitlines()[-1:]}")
+
+
 def _child_main(argv: list[str]) -> int:
     """A background process: tie its life to the kernel, then run the package command."""
     from ridematch_nb.cli import main

@@ -123,6 +123,14 @@ def lab(stack, tmp_path):
             leftover.kill()
 
 
+def running_commands() -> set[str]:
+    """The package commands the live notebook runs for this test's topic."""
+    return {
+        " ".join(p.cmdline()).split("ridematch_nb.live")[1].split()[1]
+        for p in live_processes(TOPIC)
+    }
+
+
 def wait_all_cells_ran(page, timeout_s: float = 180) -> list[str]:
     """Every code cell has run: each prompt shows its execution count, none a star."""
     deadline = time.monotonic() + timeout_s
@@ -171,20 +179,18 @@ def test_live_notebook_runs_in_jupyterlab_moves_and_stops_with_its_kernel(lab, t
             charts = page.locator(".jupyter-matplotlib canvas").first  # the ipympl figure
             charts.wait_for(timeout=180_000)
             wait_all_cells_ran(page)
-            page.get_by_role("button", name="ETL worker").click()
-            page.get_by_role("button", name="push-online").click()
+            for button, command in (
+                ("", "generate"),  # started by the notebook; the others wait for a button
+                ("ETL worker", "etl"),
+                ("push-online", "push-online"),
+            ):
+                if button:
+                    page.get_by_role("button", name=button).click()
+                deadline = time.monotonic() + 180
+                while command not in running_commands() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert command in running_commands(), f"{button} started nothing"
             page.screenshot(path=str(SHOTS / "live-buttons.png"))
-
-            running = {}
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and len(running) < 3:
-                running = {
-                    " ".join(p.cmdline()).split("ridematch_nb.live")[1].split()[1]: p
-                    for p in live_processes(TOPIC)
-                }
-                time.sleep(0.5)
-            assert {"generate", "etl", "push-online"} <= set(running)
-
             time.sleep(12)  # the push loop joins its group and the charts fill
             dashboard = page.locator(".widget-vbox").first
             dashboard.scroll_into_view_if_needed()
