@@ -146,13 +146,14 @@ class LiveDashboard:
         etl_args: tuple[str, ...] = (),
         push_args: tuple[str, ...] = (),
         refresh_s: float = 1.0,
-        groups: dict[str, str] | None = None,
+        etl_group: str = ETL_GROUP,
     ) -> None:
         if refresh_s <= 0:
             raise ValueError(f"parameter refresh_s={refresh_s!r} must be > 0")
         self.settings, self.refresh_s = settings, refresh_s
+        etl_args = (*etl_args, "--group", etl_group)
         self.args = {"generator": generator_args, "etl": etl_args, "push": push_args}
-        self.groups = groups or {"etl": ETL_GROUP, "push": PUSH_GROUP}
+        self.groups = {"etl": etl_group, "push": PUSH_GROUP}
         self.bg = Background(settings, log_dir)
         self.watcher = Watcher(settings, self.groups)
         self._lock = threading.RLock()  # state and figures: the refresh thread vs the controls

@@ -89,7 +89,12 @@ def lab(stack, tmp_path):
         pytest.fail(f"{CHROMIUM} is missing: run `make install` (scripts/system-deps.sh)")
     root = tmp_path / "root"
     shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
-    shrink(root / "notebooks" / "watch_live.ipynb", n_drivers=200, refresh_s=2.0)
+    shrink(
+        root / "notebooks" / "watch_live.ipynb",
+        n_drivers=200,
+        refresh_s=2.0,
+        etl_group="ridematch-etl-live-browser",  # the tests' ETL group stays undisturbed
+    )
     settings_dir = tmp_path / "lab-settings"
     for name, values in QUIET_LAB.items():
         (settings_dir / name).parent.mkdir(parents=True, exist_ok=True)
