@@ -144,7 +144,7 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
     )
     print(
         f"read {counts['read']}, pushed {counts['pushed']} driver states, "
-        f"skipped {counts['skipped']} invalid"
+        f"skipped {counts['skipped']} invalid {counts['rejected'] or ''}"
     )
     return 0
 

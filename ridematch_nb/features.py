@@ -214,6 +214,7 @@ def push_driver_updates(fs, events: pd.DataFrame) -> int:
 
 
 PUSH_GROUP = "ridematch-online-push"
+LOGGED_REJECTS = 20  # invalid values the push loop logs one by one (then only counts)
 
 
 def stream_to_online(
@@ -249,7 +250,7 @@ def stream_to_online(
     check_redis(settings)
     index = redis.Redis.from_url(settings.redis_url)
     consumer = group_consumer(settings, group, topic, from_beginning=from_beginning)
-    counts = {"read": 0, "pushed": 0, "skipped": 0}
+    counts = {"read": 0, "pushed": 0, "skipped": 0, "rejected": {}}
     quiet_since = time.monotonic()
     try:
         with stop_on_sigterm() as stop:
@@ -278,24 +279,37 @@ def stream_to_online(
 
 
 def _newest_driver_states(batch: dict, counts: dict) -> pd.DataFrame:
-    """The newest valid driver_update per driver in one poll (others counted, not pushed)."""
-    from ridematch_nb.events import InvalidEvent, decode
+    """The newest valid driver_update per driver in one poll, by event time (an instant,
+    not its text: ``...:00Z`` sorts after ``...:00.5Z`` as a string). Invalid values are
+    counted by reason and logged with where they sit; they never stop the loop."""
+    from ridematch_nb.events import InvalidEvent, decode, parse_ts
 
-    newest: dict[str, dict] = {}
+    newest: dict[str, tuple] = {}
     for records in batch.values():
         for record in records:
             counts["read"] += 1
             try:
                 event = decode(record.value)
-            except InvalidEvent:
+            except InvalidEvent as exc:
                 counts["skipped"] += 1
+                by_reason = counts.setdefault("rejected", {})
+                by_reason[exc.reason] = by_reason.get(exc.reason, 0) + 1
+                say = log.warning if counts["skipped"] <= LOGGED_REJECTS else log.debug
+                say(
+                    "partition %s offset %s: %s; raw %r",
+                    record.partition,
+                    record.offset,
+                    str(exc)[:120],
+                    (record.value or b"")[:80],
+                )
                 continue
             if event["event_type"] != "driver_update":
                 continue
+            at = parse_ts(event["timestamp"])
             seen = newest.get(event["driver_id"])
-            if seen is None or event["timestamp"] >= seen["timestamp"]:
-                newest[event["driver_id"]] = event
-    frame = pd.DataFrame(list(newest.values()))
+            if seen is None or at >= seen[0]:
+                newest[event["driver_id"]] = (at, event)
+    frame = pd.DataFrame([event for _, event in newest.values()])
     if len(frame):
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame

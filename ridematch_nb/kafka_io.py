@@ -27,6 +27,7 @@ from kafka.errors import (
 )
 
 from ridematch_nb.config import Settings
+from ridematch_nb.events import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -329,9 +330,15 @@ def latest_records(settings: Settings, topic: str, n: int, idle_s: float = 1.5) 
 
 def pretty(record) -> str:
     """One record as the seed's checker showed it: where it sits, its key, its JSON."""
-    try:
-        body = json.dumps(json.loads(record.value), indent=2)
-    except (ValueError, UnicodeDecodeError):
-        body = repr(record.value[:200])
+    value = record.value
+    if value is None:
+        body = "null (a tombstone)"
+    elif len(value) > MAX_VALUE_BYTES:
+        body = f"{len(value):,} bytes, too large to show: {value[:120]!r}..."
+    else:
+        try:
+            body = json.dumps(json.loads(value), indent=2)
+        except Exception as exc:  # any value is shown, whatever it holds
+            body = f"{value[:200]!r}  (not readable JSON: {type(exc).__name__})"
     key = record.key.decode(errors="replace") if record.key else None
     return f"--- partition {record.partition} offset {record.offset} key {key}\n{body}"
