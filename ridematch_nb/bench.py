@@ -214,11 +214,9 @@ def naive(settings: Settings, topic: str, n: int) -> dict:
         for record in records:
             try:  # naive, but not fragile: a value it cannot read is counted, not fatal
                 event = json.loads(record.value)
-                etype = event["event_type"]
+                rows.setdefault(event["event_type"], []).append(event)
             except Exception:
                 unreadable += 1
-                continue
-            rows.setdefault(etype, []).append(event)
 
     result = _drain(settings, topic, n, take)
     t0 = time.perf_counter()
@@ -226,7 +224,7 @@ def naive(settings: Settings, topic: str, n: int) -> dict:
     # the frames are part of the work: add their time at the same rate definition
     seconds = result["n"] / result["rate"] + time.perf_counter() - t0
     assert sum(len(f) for f in frames.values()) + unreadable == result["n"]
-    return {"rate": result["n"] / seconds, "n": result["n"]}
+    return {"rate": result["n"] / seconds, "n": result["n"], "unreadable": unreadable}
 
 
 def etl_stage(settings: Settings, topic: str, n: int, prefix: str) -> dict:
