@@ -44,7 +44,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import UnknownTopicOrPartitionError
 
 from ridematch_nb import etl
-from ridematch_nb.config import PROJECT_ROOT, Settings
+from ridematch_nb.config import PROJECT_ROOT, ParameterError, Settings
 from ridematch_nb.events import encode, key_of
 from ridematch_nb.generate import backfill
 from ridematch_nb.kafka_io import (
@@ -339,9 +339,9 @@ def run_bench(
     """Measure every pair at every size; prints the table, writes the JSON, returns both."""
     bad = [n for n in sizes if n < 1000]
     if bad or not sizes:
-        raise ValueError(f"parameter sizes={sizes!r}: give sizes of at least 1000 events")
+        raise ParameterError(f"parameter sizes={sizes!r}: give sizes of at least 1000 events")
     if repeat < 1:
-        raise ValueError(f"parameter repeat={repeat!r} must be >= 1")
+        raise ParameterError(f"parameter repeat={repeat!r} must be >= 1")
     tag = uuid.uuid4().hex[:6]
     results: dict = {
         "started": datetime.now().isoformat(timespec="seconds"),

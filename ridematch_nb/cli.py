@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ridematch_nb.config import ConfigError, load_settings
+from ridematch_nb.config import ConfigError, ParameterError, load_settings
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -120,7 +120,7 @@ def _cmd_verify_online(args: argparse.Namespace) -> int:
     features.check_redis(settings)
     ids = args.drivers or [f"driver_{i}" for i in range(args.n)]
     table = features.online(fs, ids)
-    print(f"Online features ({features.FEATURE_SERVICE}) from {settings.redis_url}:")
+    print(f"Online features ({features.FEATURE_SERVICE}) from {settings.redis_address}:")
     print(table.to_string(index=False))
     missing = table[features.ONLINE_FEATURES].isna().all(axis=1).sum()
     if missing:
@@ -134,7 +134,7 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
     settings = _settings(args)
     fs = features.store(settings)
     print(
-        f"pushing the newest driver state from {settings.topic} into {settings.redis_url} "
+        f"pushing the newest driver state from {settings.topic} into {settings.redis_address} "
         "(Ctrl+C to stop)"
         if args.mode == "follow"
         else "pushing until caught up"
@@ -267,6 +267,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says what is wrong and how to fix it: shown alone, exit 2.
+    (Imported here, not at the top: `--help` should not wait for pandas.)"""
+    from ridematch_nb.features import FeatureStoreUnavailable
+    from ridematch_nb.kafka_io import KafkaUnavailable, TopicResetError
+    from ridematch_nb.stack import StackError
+    from ridematch_nb.storage import S3Unavailable
+
+    return (
+        ConfigError,
+        ParameterError,
+        StackError,
+        KafkaUnavailable,
+        TopicResetError,
+        S3Unavailable,
+        FeatureStoreUnavailable,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -276,17 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "botocore", "urllib3", "s3fs", "aiobotocore", "papermill", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
-    from ridematch_nb.kafka_io import KafkaUnavailable
-    from ridematch_nb.stack import StackError
-    from ridematch_nb.storage import S3Unavailable
-
     try:
         return args.func(args)
-    except (ConfigError, StackError, KafkaUnavailable, S3Unavailable, ValueError) as exc:
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    # anything else is a bug or a surprise: Python's traceback says where it happened
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
 from ridematch_nb.columnar import to_table as _typed_rows
-from ridematch_nb.config import Settings
+from ridematch_nb.config import ParameterError, Settings
 from ridematch_nb.etl_writer import REJECTED_SCHEMA, SCHEMAS_ARROW, WriterProcess, with_lineage
 from ridematch_nb.events import SCHEMAS
 from ridematch_nb.kafka_io import (
@@ -120,14 +120,22 @@ class ETL:
         topic: str | None = None,
     ) -> None:
         if roll_records < 1:
-            raise ValueError(f"parameter roll_records={roll_records!r} must be >= 1")
+            raise ParameterError(f"parameter roll_records={roll_records!r} must be >= 1")
         if roll_event_s <= 0:
-            raise ValueError(f"parameter roll_event_s={roll_event_s!r} must be positive")
+            raise ParameterError(f"parameter roll_event_s={roll_event_s!r} must be positive")
         self.settings, self.group = settings, group
         self.prefix = dataset_prefix(settings, prefix)
         self.topic = topic or settings.topic
         self.roll_records, self.roll_event_s = roll_records, roll_event_s
         self.writer = WriterProcess(settings, self.prefix, self.topic, roll_records, roll_event_s)
+        try:
+            self._join(settings, group)
+        except BaseException:
+            self.writer.close()  # a half-built worker must not leave its writer running
+            raise
+
+    def _join(self, settings: Settings, group: str) -> None:
+        """The worker's state and its membership of the group (may fail: no broker)."""
         self.lake = Lake(settings)
         self.to_clean: set[int] = set()
         self.revoked: set[int] = set()
@@ -285,7 +293,7 @@ class ETL:
     ) -> ETLSummary:
         """Consume and land until done (drain) or until Ctrl+C / SIGTERM (follow)."""
         if mode not in MODES:
-            raise ValueError(f"parameter mode={mode!r} must be one of {MODES}")
+            raise ParameterError(f"parameter mode={mode!r} must be one of {MODES}")
         self.summary.mode = mode
         t0 = self.t0 = time.perf_counter()
         try:
@@ -370,7 +378,8 @@ def run(
     topic: str | None = None,
     progress: bool = True,
 ) -> ETLSummary:
-    """Run one ETL worker to completion (the notebook's and CLI's entry point)."""
+    """Run one ETL worker to completion (the notebook's and CLI's entry point). Nothing is
+    left running whatever fails: a worker that cannot join stops its writer itself."""
     etl = ETL(
         settings,
         group=group,

@@ -106,15 +106,36 @@ def apply(settings: Settings, project: str | None = None):
 
 
 def check_redis(settings: Settings) -> None:
+    """Raise FeatureStoreUnavailable, saying which, when Redis cannot be reached or refuses
+    our credentials; any other failure is not hidden behind either."""
+    import redis.exceptions as rx
+
     from ridematch_nb.stack import redis_check
 
+    where = f"Redis (online store) at {settings.redis_address}"
     try:
         redis_check(settings.redis_url)
-    except Exception as exc:
+    except (
+        rx.AuthenticationError,
+        rx.AuthenticationWrongNumberOfArgsError,
+        rx.ResponseError,
+    ) as exc:
+        if isinstance(exc, rx.ResponseError) and "NOAUTH" not in str(exc):
+            raise  # not about credentials: not ours to rename
+        if settings.redis_password:
+            problem = f"refused our credentials ({exc})"
+            fix = (
+                f"the password comes from {settings.secrets_file or 'RIDEMATCH_REDIS_URL'}; "
+                "restart the local stack (make stack-down && make stack-up)"
+            )
+        else:
+            problem = f"requires a password and we sent none ({exc})"
+            fix = "give it in RIDEMATCH_REDIS_URL (redis://:PASSWORD@host:port/db)"
+        raise FeatureStoreUnavailable(f"{where} {problem}.\n  fix: {fix}") from exc
+    except (rx.ConnectionError, rx.TimeoutError) as exc:
         raise FeatureStoreUnavailable(
-            f"Redis (online store) at {settings.redis_url} is not reachable ({exc}).\n"
-            "  fix: start the local stack with `make stack-up`"
-        ) from None
+            f"{where} is not reachable ({exc}).\n  fix: start the local stack with `make stack-up`"
+        ) from exc
 
 
 def event_time_range(settings: Settings) -> tuple[datetime, datetime] | None:

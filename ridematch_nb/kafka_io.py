@@ -49,6 +49,10 @@ class KafkaUnavailable(RuntimeError):
     """The broker cannot be reached; the message names the address and the fix."""
 
 
+class TopicResetError(RuntimeError):
+    """A topic could not be recreated empty: appending would mix two histories."""
+
+
 def _unavailable(settings: Settings, attempts: int, exc: Exception) -> KafkaUnavailable:
     return KafkaUnavailable(
         f"Kafka at {settings.kafka_bootstrap} is not reachable after {attempts} attempt"
@@ -75,7 +79,7 @@ def _connect(settings: Settings, make, attempts: int, backoff_s: float):
             )
             if attempt < attempts:
                 time.sleep(backoff_s)
-    raise _unavailable(settings, attempts, last)
+    raise _unavailable(settings, attempts, last) from last
 
 
 def connect_producer(
@@ -140,7 +144,7 @@ def poll_through_outages(
         if now == since:
             log.warning("Kafka at %s unreachable (%s); retrying", settings.kafka_bootstrap, exc)
         if now - since > OUTAGE_GIVE_UP_S:
-            raise _unavailable(settings, 1, exc) from None
+            raise _unavailable(settings, 1, exc) from exc
         time.sleep(1.0)
         return {}
     if outage.pop("since", None) is not None:
@@ -178,21 +182,50 @@ def admin_client(settings: Settings, attempts: int = 1) -> KafkaAdminClient:
     )
 
 
-def ensure_topic(settings: Settings, topic: str, partitions: int, reset: bool = False) -> int:
-    """Create the topic if missing (``reset`` deletes it first); returns its partition count."""
+def ensure_topic(
+    settings: Settings,
+    topic: str,
+    partitions: int,
+    reset: bool = False,
+    delete_timeout_s: float = 30.0,
+) -> int:
+    """Create the topic if missing (``reset`` deletes it first); returns its partition count.
+
+    A reset either gives a new, empty topic or raises TopicResetError: a topic that
+    outlives its deletion would silently append the new history to the old one."""
     admin = admin_client(settings)
     try:
-        if reset and topic in admin.list_topics():
-            admin.delete_topics([topic])
-            deadline = time.monotonic() + 30
-            while topic in admin.list_topics() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        with contextlib.suppress(TopicAlreadyExistsError):
+        if reset:
+            delete_topic(admin, topic, delete_timeout_s)
+        try:
             admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        except TopicAlreadyExistsError as exc:
+            if reset:
+                raise TopicResetError(
+                    f"topic {topic!r} on {settings.kafka_bootstrap} was deleted but exists "
+                    "again: another client recreated it; run the reset again"
+                ) from exc
         described = admin.describe_topics([topic])[0]
         return len(described["partitions"])
     finally:
         admin.close()
+
+
+def delete_topic(admin, topic: str, timeout_s: float = 30.0, poll_s: float = 0.2) -> None:
+    """Delete ``topic`` if it exists and wait until the broker no longer lists it;
+    TopicResetError when it is still listed after ``timeout_s``."""
+    if topic not in admin.list_topics():
+        return
+    admin.delete_topics([topic])
+    deadline = time.monotonic() + timeout_s
+    while topic in admin.list_topics():
+        if time.monotonic() >= deadline:
+            raise TopicResetError(
+                f"topic {topic!r} is still listed {timeout_s:.0f} s after its deletion; "
+                "recreating it now would append to its old history.\n  fix: wait and run "
+                "again, or restart the broker (make stack-down && make stack-up)"
+            )
+        time.sleep(poll_s)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from ridematch_nb.config import ParameterError
 from ridematch_nb.events import LAT_RANGE, LON_RANGE, VEHICLES, format_ts, parse_ts
 
 CITY_TZ = ZoneInfo("America/New_York")  # demand, shifts and traffic follow local time
@@ -142,11 +143,11 @@ class WorldParams:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"parameter {name}={getattr(self, name)!r} is out of range")
+                raise ParameterError(f"parameter {name}={getattr(self, name)!r} is out of range")
         try:
             parse_ts(self.start)
         except ValueError:
-            raise ValueError(
+            raise ParameterError(
                 f"parameter start={self.start!r} must be ISO-8601 UTC like 2026-10-05T00:00:00Z"
             ) from None
 

@@ -90,7 +90,7 @@ class Lake:
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
         except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"write {key}", exc) from None
+            raise self._fail(f"write {key}", exc) from exc
 
     def put_table(self, key: str, table: pa.Table) -> None:
         buf = io.BytesIO()
@@ -101,7 +101,7 @@ class Lake:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"read {key}", exc) from None
+            raise self._fail(f"read {key}", exc) from exc
 
     def keys(self, prefix: str) -> list[str]:
         out: list[str] = []
@@ -114,16 +114,28 @@ class Lake:
                     return out
                 kwargs["ContinuationToken"] = page["NextContinuationToken"]
         except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"list {prefix}", exc) from None
+            raise self._fail(f"list {prefix}", exc) from exc
 
     def delete(self, keys: Iterable[str]) -> None:
+        """Delete objects; raises unless S3 deleted every one. DeleteObjects answers 200
+        even when it refused some keys: the refusals come back in its ``Errors``."""
         keys = list(keys)
-        try:
-            for i in range(0, len(keys), 1000):
-                batch = [{"Key": k} for k in keys[i : i + 1000]]
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
-        except (BotoCoreError, ClientError) as exc:
-            raise self._fail("delete objects", exc) from None
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            try:
+                reply = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            except (BotoCoreError, ClientError) as exc:
+                raise self._fail("delete objects", exc) from exc
+            refused = reply.get("Errors") or []
+            if refused:
+                first = refused[0]
+                raise S3Unavailable(
+                    f"S3 at {self.settings.s3_endpoint} refused to delete {len(refused)} of "
+                    f"{len(batch)} objects in bucket {self.bucket}, e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message', '')}".rstrip()
+                    + "\n  fix: check the S3 keys' permissions; nothing was committed past "
+                    "these objects, so a rerun deletes them again"
+                )
 
     def put_json(self, key: str, data: dict) -> None:
         self.put(key, json.dumps(data).encode())
@@ -173,7 +185,7 @@ def read_dataset(
         raise S3Unavailable(
             f"S3 at {settings.s3_endpoint}: cannot read {root} ({exc}).\n"
             "  fix: start the local stack with `make stack-up`"
-        ) from None
+        ) from exc
 
 
 def read_rejected(settings: Settings, prefix: str | None = None) -> pa.Table:
