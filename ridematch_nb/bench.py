@@ -445,10 +445,10 @@ def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: i
     """Online lookup of the feature service: the serving reader, Feast's
     get_online_features, and a raw redis-py pipeline HMGETting the same fields of the
     same keys, interleaved so all three see the same machine load."""
-    from ridematch_nb import features
+    from ridematch_nb import features, online
 
     fs = features.store(settings)
-    reader = features.OnlineReader(fs, settings)
+    reader = online.OnlineReader(fs, settings)
     service = fs.get_feature_service(features.FEATURE_SERVICE)
     out = {}
     for n in sizes:
@@ -501,14 +501,14 @@ def bench_materialize(settings: Settings, repeat: int = 3) -> dict:
 def bench_match(settings: Settings, n_requests: int = 300) -> dict | None:
     """The whole match (candidates + features + scoring) for requests spread over the
     landed day, with the newest model in outputs/runs, as notebook 06 serves them."""
-    from ridematch_nb import features, matching, storage, training
+    from ridematch_nb import features, matching, online, storage, training
 
     cards = sorted(PROJECT_ROOT.glob("outputs/runs/*/model/model_card.json"))
     if not cards:
         return None
     fs = features.store(settings)
     trained = training.load(cards[-1].parent, fs)
-    matching.rebuild_index(settings, fs.project, features.latest_offline(settings))
+    online.rebuild_index(settings, fs.project, features.latest_offline(settings))
     requests = storage.read_dataset(settings, "rider_request").to_pandas()
     step = max(1, len(requests) // n_requests)
     picked = requests.sort_values("timestamp").iloc[::step].head(n_requests)
@@ -536,16 +536,16 @@ def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0
     at a steady rate, each for its own driver, polled online until visible."""
     import pandas as pd
 
-    from ridematch_nb import features
+    from ridematch_nb import features, online
     from ridematch_nb.events import format_ts
 
     fs = features.store(settings)
-    reader = features.OnlineReader(fs, settings)
+    reader = online.OnlineReader(fs, settings)
     tag = uuid.uuid4().hex[:6]
     topic = f"bench-fresh-{tag}"
     ensure_topic(settings, topic, 2)
     pusher = threading.Thread(
-        target=features.stream_to_online,
+        target=online.stream_to_online,
         kwargs=dict(
             settings=settings,
             fs=fs,
@@ -607,7 +607,7 @@ def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0
     pusher.join(timeout=10)
     _delete_topics(settings, [topic])
     # the made-up drivers leave the online store and the idle index
-    from ridematch_nb.matching import index_key
+    from ridematch_nb.online import index_key
 
     reader.redis.delete(*(reader._key(d) for d in sent))
     reader.redis.zrem(index_key(fs.project), *sent)

@@ -64,6 +64,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         reset_topic=not args.keep_topic,
     )
+    if args.mode == "backfill" and not args.keep_topic:
+        from ridematch_nb import etl
+
+        removed = etl.forget(_settings(args), summary.topic, summary.partitions)
+        print(f"🧹 The ETL forgot the old topic: {removed} files removed, offsets reset")
     if args.mode == "backfill":
         print(
             f"✅ Backfill: {summary.delivered} events delivered in {summary.seconds:.1f} s "
@@ -114,10 +119,11 @@ def _cmd_etl(args: argparse.Namespace) -> int:
 
 def _cmd_verify_online(args: argparse.Namespace) -> int:
     from ridematch_nb import features
+    from ridematch_nb.redis_io import check_redis
 
     settings = _settings(args)
     fs = features.store(settings)
-    features.check_redis(settings)
+    check_redis(settings)
     ids = args.drivers or [f"driver_{i}" for i in range(args.n)]
     table = features.online(fs, ids)
     print(f"Online features ({features.FEATURE_SERVICE}) from {settings.redis_address}:")
@@ -129,7 +135,7 @@ def _cmd_verify_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_push_online(args: argparse.Namespace) -> int:
-    from ridematch_nb import features
+    from ridematch_nb import features, online
 
     settings = _settings(args)
     fs = features.store(settings)
@@ -139,7 +145,7 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
         if args.mode == "follow"
         else "pushing until caught up"
     )
-    counts = features.stream_to_online(
+    counts = online.stream_to_online(
         settings, fs, mode=args.mode, from_beginning=args.from_beginning
     )
     print(
@@ -270,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message says what is wrong and how to fix it: shown alone, exit 2.
     (Imported here, not at the top: `--help` should not wait for pandas.)"""
-    from ridematch_nb.features import FeatureStoreUnavailable
     from ridematch_nb.kafka_io import KafkaUnavailable, TopicResetError
+    from ridematch_nb.redis_io import RedisUnavailable
     from ridematch_nb.stack import StackError
     from ridematch_nb.storage import S3Unavailable
 
@@ -282,7 +288,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         KafkaUnavailable,
         TopicResetError,
         S3Unavailable,
-        FeatureStoreUnavailable,
+        RedisUnavailable,
     )
 
 

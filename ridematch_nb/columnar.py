@@ -98,6 +98,33 @@ _PARSE = pj.ParseOptions(
 )
 
 
+LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
+# The landed files: the event's typed columns, then where in Kafka the record was.
+SCHEMAS_ARROW = {
+    etype: pa.schema([*schema, *(pa.field(n, t) for n, t in LINEAGE)])
+    for etype, schema in LANDED.items()
+}
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp_ms", pa.int64()),
+        ("key", pa.binary()),
+        ("raw", pa.binary()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+def with_lineage(table: pa.Table, partitions, offsets) -> pa.Table:
+    """A decoded table (with ``_row``) as landed: ``_row`` out, Kafka partition and
+    offset of each row in."""
+    table = table.drop_columns([ROW])
+    table = table.append_column("kafka_partition", pa.array(partitions, pa.int32()))
+    return table.append_column("kafka_offset", pa.array(offsets, pa.int64()))
+
+
 def to_table(event_type: str, rows: list[tuple[dict, datetime, int]]) -> pa.Table:
     """Validated events of one type as ``(event, parsed timestamp, row)`` to a typed table
     with a ``_row`` column (the record-by-record path, and crafted test data)."""
@@ -346,3 +373,10 @@ def _landed(event_type: str, rows: pa.Table) -> pa.Table:
     cols.append(rows.column(ROW))
     names.append(ROW)
     return pa.Table.from_arrays(cols, schema=LANDED[event_type].append(pa.field(ROW, pa.int64())))
+
+
+def landed_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -> pa.Table:
+    """Valid events as ``(event, parsed timestamp, partition, offset)`` to a landed table,
+    as the ETL writes it (for crafted data in tests and examples)."""
+    table = to_table(event_type, [(e, ts, i) for i, (e, ts, _, _) in enumerate(rows)])
+    return with_lineage(table, [p for _, _, p, _ in rows], [o for _, _, _, o in rows])

@@ -43,7 +43,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ridematch_nb.columnar import LANDED, ROW, DecodedBatch, decode_batch
+from ridematch_nb.columnar import (
+    REJECTED_SCHEMA,
+    ROW,
+    DecodedBatch,
+    decode_batch,
+    with_lineage,
+)
 from ridematch_nb.config import Settings
 from ridematch_nb.events import SCHEMAS
 from ridematch_nb.storage import Lake, chunk_name, data_key, pending_key, rejected_key
@@ -52,32 +58,6 @@ log = logging.getLogger(__name__)
 
 OUTBOX = 8  # requests queued for the writer (each one poll of one partition)
 MAX_UPLOADS = 2  # full chunks waiting for the upload thread
-
-LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
-# The landed files: the event's typed columns, then where in Kafka the record was.
-SCHEMAS_ARROW = {
-    etype: pa.schema([*schema, *(pa.field(n, t) for n, t in LINEAGE)])
-    for etype, schema in LANDED.items()
-}
-REJECTED_SCHEMA = pa.schema(
-    [
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("kafka_timestamp_ms", pa.int64()),
-        ("key", pa.binary()),
-        ("raw", pa.binary()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-
-
-def with_lineage(table: pa.Table, partitions, offsets) -> pa.Table:
-    """A decoded table (with ``_row``) as landed: ``_row`` out, Kafka partition and
-    offset of each row in."""
-    table = table.drop_columns([ROW])
-    table = table.append_column("kafka_partition", pa.array(partitions, pa.int32()))
-    return table.append_column("kafka_offset", pa.array(offsets, pa.int64()))
 
 
 @dataclass

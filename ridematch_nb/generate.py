@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
-from ridematch_nb import etl
 from ridematch_nb.config import ParameterError, Settings
 from ridematch_nb.events import encode, format_ts, key_of
 from ridematch_nb.kafka_io import Delivery, Publisher, connect_producer, ensure_topic
@@ -149,8 +148,8 @@ def backfill(
     """Simulate ``hours`` from ``params.start`` and publish every event.
 
     ``reset_topic`` recreates the topic first, so the topic holds exactly this history
-    (a rerun with the same seed then yields the same topic, not a second copy), and
-    makes the ETL forget the old history (its landed files and group offsets).
+    (a rerun with the same seed then yields the same topic, not a second copy). What
+    consumers derived from the old topic is theirs to forget (``etl.forget``).
     """
     if hours <= 0:
         raise ParameterError(f"parameter hours={hours!r} must be positive")
@@ -161,9 +160,6 @@ def backfill(
         pub = Publisher(connect_producer(settings), topic)
         try:  # the producer is closed whatever fails from here on
             parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
-            if reset_topic:
-                removed = etl.forget(settings, topic, parts)
-                log.info("reset %s: removed %d landed objects of its history", topic, removed)
             t0 = time.perf_counter()
             with tqdm(
                 total=ticks,

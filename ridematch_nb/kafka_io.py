@@ -25,6 +25,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from kafka.structs import OffsetAndMetadata
 
 from ridematch_nb.config import Settings
 from ridematch_nb.events import MAX_VALUE_BYTES
@@ -182,6 +183,21 @@ def admin_client(settings: Settings, attempts: int = 1) -> KafkaAdminClient:
     )
 
 
+def kafka_check(bootstrap: str, timeout_s: float = 3.0) -> list[str]:
+    """Topics the broker lists; raises if it does not answer the Kafka protocol."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        return admin.list_topics()
+    finally:
+        admin.close()
+
+
 def ensure_topic(
     settings: Settings,
     topic: str,
@@ -226,6 +242,28 @@ def delete_topic(admin, topic: str, timeout_s: float = 30.0, poll_s: float = 0.2
                 "again, or restart the broker (make stack-down && make stack-up)"
             )
         time.sleep(poll_s)
+
+
+def reset_group_offsets(settings: Settings, group: str, topic: str, partitions: int) -> None:
+    """Commit offset 0 for every partition of ``topic`` in ``group``: the group starts
+    from the beginning of a recreated topic."""
+    consumer = _connect(
+        settings,
+        lambda: KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=3000,
+        ),
+        attempts=1,
+        backoff_s=0,
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.commit({tp: OffsetAndMetadata(0, None, -1) for tp in tps})
+    finally:
+        consumer.close()
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Candidates come from a Redis geo index of idle drivers (``GEOSEARCH`` by radius),
 kept up by whoever writes driver state online: ``rebuild_index`` after a
-materialization, ``features.stream_to_online`` between them. Features come from the
-online store through the model's feature service (``features.OnlineReader``: one
+materialization, ``online.stream_to_online`` between them. Features come from the
+online store through the model's feature service (``online.OnlineReader``: one
 Redis round trip for all candidates); request features from the very
 function training used (``training.request_features``), so serving sees what
 training saw.
@@ -16,43 +16,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import redis
 
 from ridematch_nb.config import Settings
-from ridematch_nb.features import OnlineReader, values_equal
+from ridematch_nb.features import values_equal
+from ridematch_nb.online import OnlineReader, index_key
+from ridematch_nb.redis_io import redis_client
 from ridematch_nb.training import STORE_FEATURES, TrainedModel, derived_features
 
 # What a match returns per candidate, best first.
 RANKED = ["driver_id", "score", "pickup_km", "accept_rate_7d", "status"]
-
-
-def index_key(project: str) -> str:
-    return f"ridematch:{project}:idle_drivers"
-
-
-def update_index(client: redis.Redis, project: str, states: pd.DataFrame) -> None:
-    """Idle drivers in, everyone else out (states: driver_id, lat, lon, status)."""
-    key = index_key(project)
-    idle = states[states["status"] == "idle"]
-    busy = states[states["status"] != "idle"]
-    pipe = client.pipeline(transaction=False)
-    if len(idle):
-        members = []
-        for row in idle.itertuples():
-            members += [float(row.lon), float(row.lat), row.driver_id]
-        pipe.geoadd(key, members)
-    if len(busy):
-        pipe.zrem(key, *busy["driver_id"].tolist())
-    pipe.execute()
-
-
-def rebuild_index(settings: Settings, project: str, latest: pd.DataFrame) -> int:
-    """Replace the index with the idle drivers of ``latest`` (the newest row per driver)."""
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(index_key(project))
-    states = latest.reset_index()[["driver_id", "lat", "lon", "status"]]
-    update_index(client, project, states)
-    return int(client.zcard(index_key(project)))
 
 
 @dataclass
@@ -79,7 +51,7 @@ class Matcher:
     ) -> None:
         self.fs, self.model, self.key = fs, trained, index_key(project)
         self.radius_km, self.max_candidates = radius_km, max_candidates
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = redis_client(settings)
         self.reader = OnlineReader(fs, settings, trained.feature_service)
 
     def candidates(self, lat: float, lon: float) -> list[str]:

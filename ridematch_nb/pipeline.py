@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ridematch_nb.config import PROJECT_ROOT, ConfigError, load_settings, resolve_path
+from ridematch_nb.config import PROJECT_ROOT, ConfigError, load_settings
+from ridematch_nb.runs import RUNS_DIR, new_run_id, run_folder
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-RUNS_DIR = PROJECT_ROOT / "outputs" / "runs"
 # Parameters every stage notebook takes; the runner fills them in.
 COMMON_PARAMS = ("params_file", "run_dir")
 
@@ -31,28 +29,6 @@ class ChainError(RuntimeError):
 def discover(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     """The stage notebooks, in order: ``NN_name.ipynb``."""
     return sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
-
-
-def new_run_id() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def run_folder(run_dir: str | Path = "") -> Path:
-    """The folder a notebook writes to: the given one, or outputs/runs/interactive."""
-    path = resolve_path(run_dir) if str(run_dir) else RUNS_DIR / "interactive"
-    (path / "figures").mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def record(run_dir: str | Path, notebook: str, figures: dict[str, Any]) -> Path:
-    """Write a notebook's key figures as JSON beside its executed copy."""
-    path = run_folder(run_dir) / f"{notebook}.json"
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str))
-    return path
-
-
-def load_record(run_dir: str | Path, notebook: str) -> dict[str, Any]:
-    return json.loads((resolve_path(run_dir) / f"{notebook}.json").read_text())
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ridematch_nb.pipeline import run_folder
-from ridematch_nb.sim import AIRPORTS, BUSINESS, CITY_TZ, NIGHTLIFE, RESIDENTIAL
+from ridematch_nb.geo import CITY_TZ
+from ridematch_nb.runs import run_folder
+from ridematch_nb.sim import AIRPORTS, BUSINESS, NIGHTLIFE, RESIDENTIAL
 
 COLORS = {"driver_update": "#4C72B0", "rider_request": "#DD8452", "offer_outcome": "#55A868"}
 STATUS_COLORS = {

@@ -21,19 +21,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from ridematch_nb.config import ParameterError
 from ridematch_nb.events import LAT_RANGE, LON_RANGE, VEHICLES, format_ts, parse_ts
+from ridematch_nb.geo import CITY_TZ, distance_km
 
-CITY_TZ = ZoneInfo("America/New_York")  # demand, shifts and traffic follow local time
 STATUS = ("idle", "en_route", "on_trip", "offline")
 IDLE, EN_ROUTE, ON_TRIP, OFFLINE = range(4)
 WINDOW_S = 7 * 24 * 3600  # accept_rate_7d / avg_response_ms look back this far
-KM_PER_DEG_LAT = 110.57
-KM_PER_DEG_LON = 111.32 * math.cos(math.radians(40.73))
 
 # Hot spots: (name, lat, lon, spread in degrees).
 BUSINESS = [
@@ -110,11 +107,6 @@ def speed_kmh(hour: int) -> float:
     if 7 <= hour <= 9 or 16 <= hour <= 19:
         return 14.0
     return 30.0 if hour < 6 else 22.0
-
-
-def distance_km(lat1, lon1, lat2, lon2):
-    """Equirectangular distance: exact enough across one city, and vectorizes."""
-    return np.hypot((lat2 - lat1) * KM_PER_DEG_LAT, (lon2 - lon1) * KM_PER_DEG_LON)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ from ridematch_nb.config import (
     read_env_file,
     with_stack_redis_password,
 )
+from ridematch_nb.kafka_io import kafka_check
+from ridematch_nb.redis_io import redis_check
+from ridematch_nb.storage import s3_client
 
 log = logging.getLogger(__name__)
 
@@ -173,58 +176,6 @@ def ensure_secrets(settings: Settings) -> Settings:
         aws_access_key_id=existing["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=existing["AWS_SECRET_ACCESS_KEY"],
     )
-
-
-def s3_client(settings: Settings, credentials: bool = True, **kw):
-    """A botocore S3 client for the configured endpoint (unsigned if credentials=False)."""
-    import botocore.session
-    from botocore import UNSIGNED
-    from botocore.config import Config
-
-    cfg = Config(
-        connect_timeout=kw.pop("connect_timeout", 3),
-        read_timeout=kw.pop("read_timeout", 10),
-        retries={"max_attempts": kw.pop("max_attempts", 2)},
-        **({} if credentials else {"signature_version": UNSIGNED}),
-    )
-    extra = {}
-    if credentials:
-        key, secret = settings.s3_credentials()
-        extra = {"aws_access_key_id": key, "aws_secret_access_key": secret}
-    session = botocore.session.get_session()
-    return session.create_client(
-        "s3",
-        endpoint_url=settings.s3_endpoint,
-        region_name=settings.s3_region,
-        config=cfg,
-        **extra,
-        **kw,
-    )
-
-
-def kafka_check(bootstrap: str, timeout_s: float = 3.0) -> list[str]:
-    """Topics the broker lists; raises if it does not answer the Kafka protocol."""
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        bootstrap_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        return admin.list_topics()
-    finally:
-        admin.close()
-
-
-def redis_check(url: str, timeout_s: float = 2.0) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    try:
-        client.ping()
-    finally:
-        client.close()
 
 
 class LocalStack:

@@ -22,7 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ridematch_nb.columnar import SCHEMAS_ARROW
 from ridematch_nb.config import Settings
+from ridematch_nb.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,33 @@ def lake_path(prefix: str, rest: str) -> str:
     return f"{prefix.strip('/')}/{rest}" if prefix.strip("/") else rest
 
 
+def s3_client(settings: Settings, credentials: bool = True, **kw):
+    """A botocore S3 client for the configured endpoint (unsigned if credentials=False)."""
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    cfg = Config(
+        connect_timeout=kw.pop("connect_timeout", 3),
+        read_timeout=kw.pop("read_timeout", 10),
+        retries={"max_attempts": kw.pop("max_attempts", 2)},
+        **({} if credentials else {"signature_version": UNSIGNED}),
+    )
+    extra = {}
+    if credentials:
+        key, secret = settings.s3_credentials()
+        extra = {"aws_access_key_id": key, "aws_secret_access_key": secret}
+    session = botocore.session.get_session()
+    return session.create_client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        region_name=settings.s3_region,
+        config=cfg,
+        **extra,
+        **kw,
+    )
+
+
 @dataclass
 class Lake:
     """Durable puts, listing and deletes in the data bucket, with errors that name S3."""
@@ -72,8 +101,6 @@ class Lake:
     settings: Settings
 
     def __post_init__(self) -> None:
-        from ridematch_nb.stack import s3_client
-
         self.bucket = self.settings.bucket
         self.client = s3_client(self.settings, max_attempts=3, read_timeout=30)
 
@@ -165,8 +192,6 @@ def read_dataset(
     """One landed dataset (all its date/hour partitions) as a table; empty if none landed."""
     import pyarrow.dataset as ds
 
-    from ridematch_nb.etl import SCHEMAS_ARROW
-
     root = f"{settings.bucket}/{lake_path(dataset_prefix(settings, prefix), event_type)}"
     schema = SCHEMAS_ARROW[event_type]
     try:
@@ -194,3 +219,18 @@ def read_rejected(settings: Settings, prefix: str | None = None) -> pa.Table:
     keys = lake.keys(lake_path(dataset_prefix(settings, prefix), REJECTED) + "/")
     tables = [pq.read_table(io.BytesIO(lake.get(k))) for k in keys]
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def forget_topic_files(settings: Settings, topic: str, prefix: str | None = None) -> int:
+    """Delete every file landed or rejected from ``topic`` and its pending manifests (the
+    lake's part of forgetting a topic's earlier history). Returns how many went."""
+    lake = Lake(settings)
+    root = dataset_prefix(settings, prefix)
+    stale = [
+        key
+        for area in [*EVENT_TYPES, REJECTED, f"{PENDING}/{topic}"]
+        for key in lake.keys(lake_path(root, area) + "/")
+        if area.startswith(PENDING) or key.rsplit("/", 1)[1].startswith(f"{topic}+")
+    ]
+    lake.delete(stale)
+    return len(stale)

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import redis
 
-from ridematch_nb import features
-from ridematch_nb.etl import to_table
+from ridematch_nb import features, online
+from ridematch_nb.columnar import landed_table as to_table
+from ridematch_nb.redis_io import RedisUnavailable
 from ridematch_nb.stack import port_is_free
 from ridematch_nb.storage import Lake, S3Unavailable, chunk_name, data_key
 
@@ -126,9 +127,9 @@ def test_the_serving_reader_returns_what_feast_returns(isolated):
     fs = features.apply(settings, project)
     features.materialize(fs, settings)
     fresh, ts = update("driver_3", 20, 40.77, status="on_trip")  # pushed after materializing
-    features.push_driver_updates(fs, pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}]))
+    online.push_driver_updates(fs, pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}]))
     ids = ["driver_3", "nobody", *(f"driver_{i}" for i in range(12)), "driver_3"]
-    reader = features.OnlineReader(fs, settings)
+    reader = online.OnlineReader(fs, settings)
     got = reader.frame(ids)
     want = features.online(fs, ids)[got.columns]
     assert sorted(got.columns) == sorted(["driver_id", *features.ONLINE_FEATURES])
@@ -145,12 +146,12 @@ def test_a_pushed_update_is_online_at_once_and_survives_an_older_materialization
 
     fresh, ts = update("driver_p", 30, 40.75, status="en_route")
     pushed = pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}])
-    features.push_driver_updates(fs, pushed)
+    online.push_driver_updates(fs, pushed)
     now = features.online(fs, ["driver_p"])
     assert now["lat"][0] == 40.75 and now["status"][0] == "en_route"
 
     stale, ts_old = update("driver_p", 1, 40.60)  # older than what is online
-    features.push_driver_updates(fs, pd.DataFrame([{**stale, "timestamp": pd.Timestamp(ts_old)}]))
+    online.push_driver_updates(fs, pd.DataFrame([{**stale, "timestamp": pd.Timestamp(ts_old)}]))
     fs.materialize(start_date=T0 - timedelta(minutes=1), end_date=T0 + timedelta(minutes=10))
     assert features.online(fs, ["driver_p"])["lat"][0] == 40.75  # never moves backwards
 
@@ -162,9 +163,7 @@ def _dead_port() -> int:
 def test_redis_down_gives_a_clear_error_naming_redis(isolated):
     settings, project = isolated
     dead = settings.with_overrides(redis_url=f"redis://127.0.0.1:{_dead_port()}/0")
-    with pytest.raises(
-        features.FeatureStoreUnavailable, match=r"(?s)Redis .*redis://127.0.0.1:\d+.*make stack-up"
-    ):
+    with pytest.raises(RedisUnavailable, match=r"(?s)Redis .*redis://127.0.0.1:\d+.*make stack-up"):
         features.materialize(features.store(dead, project), dead)
 
 
@@ -192,7 +191,7 @@ def test_the_stream_push_makes_the_newest_driver_state_readable_online(isolated,
     pub.send(b"driver_s", b"not json")
     pub.flush()
     pub.close()
-    counts = features.stream_to_online(
+    counts = online.stream_to_online(
         settings,
         fs,
         mode="drain",

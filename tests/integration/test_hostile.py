@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from ridematch_nb import bench, etl, features
+from ridematch_nb import bench, etl, features, online
 from ridematch_nb.events import encode, key_of, to_frames
 from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic, read_records
 from ridematch_nb.sim import WorldParams, simulate
@@ -63,7 +63,7 @@ def test_push_loop_reads_through_the_corpus(settings, hostile_topic, unique):
     topic, valid, _ = hostile_topic
     isolated = settings.with_overrides(prefix=f"tests/{unique}")
     fs = features.apply(isolated, f"t_{unique}")
-    counts = features.stream_to_online(
+    counts = online.stream_to_online(
         isolated, fs, mode="drain", from_beginning=True, idle_s=1.0, topic=topic, group=unique
     )
     assert counts["rejected"] == REASONS

@@ -8,8 +8,9 @@ import psutil
 import pytest
 import redis
 
-from ridematch_nb import etl, features, generate
+from ridematch_nb import etl, generate
 from ridematch_nb.kafka_io import KafkaUnavailable, connect_producer
+from ridematch_nb.redis_io import RedisUnavailable, check_redis
 from ridematch_nb.sim import WorldParams
 from ridematch_nb.stack import port_is_free
 from ridematch_nb.storage import Lake, S3Unavailable
@@ -33,8 +34,8 @@ def test_redis_refuses_a_client_without_valid_credentials(settings, who):
     client = redis.Redis.from_url(url)
     with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
         client.get("anything")
-    with pytest.raises(features.FeatureStoreUnavailable) as err:
-        features.check_redis(settings.with_overrides(redis_url=url))
+    with pytest.raises(RedisUnavailable) as err:
+        check_redis(settings.with_overrides(redis_url=url))
     said = str(err.value)
     assert "not reachable" not in said  # it answered: the problem is the credentials
     assert ("refused our credentials" if who == "wrong-password" else "requires a password") in (
@@ -45,8 +46,8 @@ def test_redis_refuses_a_client_without_valid_credentials(settings, who):
 
 def test_an_unreachable_redis_is_named_as_such(settings):
     dead = settings.with_overrides(redis_url=f"redis://127.0.0.1:{_free_port()}/0")
-    with pytest.raises(features.FeatureStoreUnavailable, match="not reachable") as err:
-        features.check_redis(dead)
+    with pytest.raises(RedisUnavailable, match="not reachable") as err:
+        check_redis(dead)
     assert err.value.__cause__ is not None
 
 

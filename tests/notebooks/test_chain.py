@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT, read_env_file, read_params, resolve_path
-from ridematch_nb.pipeline import discover, load_record, run_chain
+from ridematch_nb.pipeline import discover, run_chain
+from ridematch_nb.runs import load_record
 from tests.conftest import TEST_PARAMS
 
 CI = read_params(TEST_PARAMS)["notebooks"]
