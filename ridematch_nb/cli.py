@@ -128,7 +128,7 @@ def _cmd_verify_online(args: argparse.Namespace) -> int:
     table = features.online(fs, ids)
     print(f"Online features ({features.FEATURE_SERVICE}) from {settings.redis_address}:")
     print(table.to_string(index=False))
-    missing = table[features.ONLINE_FEATURES].isna().all(axis=1).sum()
+    missing = table[features.STORE_FEATURES].isna().all(axis=1).sum()
     if missing:
         print(f"{missing} driver(s) have no online values: materialize first (notebook 04)")
     return 0
@@ -181,14 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ridematch_nb", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    # the option every command takes, defined once
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--params",
+        default=None,
+        help="params file (default $RIDEMATCH_PARAMS or params/local.yaml)",
+    )
 
-    p = sub.add_parser("stack", help="start, stop or check the embedded local stack")
+    p = sub.add_parser(
+        "stack", help="start, stop or check the embedded local stack", parents=[common]
+    )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--params", default=None, help="params file (default params/local.yaml)")
     p.set_defaults(func=_cmd_stack)
 
-    WorldParams()  # the simulator's own defaults
-    p = sub.add_parser("generate", help="simulate the marketplace and publish events to Kafka")
+    world = WorldParams()  # the simulator's own defaults are the command's
+    p = sub.add_parser(
+        "generate", help="simulate the marketplace and publish events to Kafka", parents=[common]
+    )
     p.add_argument(
         "--mode",
         choices=["realtime", "backfill"],
@@ -197,27 +207,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=float, default=None, help="realtime: stop after this long")
     p.add_argument("--hours", type=float, default=24.0, help="backfill: simulated hours")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--drivers", type=int, default=1000)
-    p.add_argument("--riders", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=world.seed)
+    p.add_argument("--drivers", type=int, default=world.n_drivers)
+    p.add_argument("--riders", type=int, default=world.n_riders)
+    p.add_argument("--start", default=world.start, help="backfill: first simulated second (UTC)")
+    p.add_argument("--updates-per-tick", type=float, default=world.driver_updates_per_tick)
     p.add_argument(
-        "--start", default="2026-10-05T00:00:00Z", help="backfill: first simulated second"
+        "--request-rate", type=float, default=world.request_rate, help="mean requests per tick"
     )
-    p.add_argument("--updates-per-tick", type=float, default=10.0)
-    p.add_argument("--request-rate", type=float, default=0.3, help="mean rider requests per tick")
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument(
         "--keep-topic", action="store_true", help="backfill: append instead of recreating the topic"
     )
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("check-events", help="print the latest N events of the topic")
+    p = sub.add_parser(
+        "check-events", help="print the latest N events of the topic", parents=[common]
+    )
     p.add_argument("n", nargs="?", type=int, default=10)
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_check_events)
 
-    p = sub.add_parser("etl", help="Kafka -> validated parquet in S3 (one worker of the group)")
+    p = sub.add_parser(
+        "etl", help="Kafka -> validated parquet in S3 (one worker of the group)", parents=[common]
+    )
     p.add_argument(
         "--mode",
         choices=["drain", "follow"],
@@ -236,26 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--roll-event-s", type=float, default=3600.0, help="event-time span that closes a chunk"
     )
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_etl)
 
-    p = sub.add_parser("verify-online", help="print online feature values for a few drivers")
+    p = sub.add_parser(
+        "verify-online", help="print online feature values for a few drivers", parents=[common]
+    )
     p.add_argument("--n", type=int, default=5, help="driver_0 .. driver_{n-1}")
     p.add_argument("--drivers", nargs="+", default=None, help="explicit driver ids")
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_verify_online)
 
-    p = sub.add_parser("push-online", help="stream the newest driver state into Redis")
+    p = sub.add_parser(
+        "push-online", help="stream the newest driver state into Redis", parents=[common]
+    )
     p.add_argument("--mode", choices=["follow", "drain"], default="follow")
     p.add_argument(
         "--from-beginning",
         action="store_true",
         help="a new group starts at the topic's start (default: its end)",
     )
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_push_online)
 
-    p = sub.add_parser("bench", help="each stage's rate next to its client's raw limit")
+    p = sub.add_parser(
+        "bench", help="each stage's rate next to its client's raw limit", parents=[common]
+    )
     p.add_argument("--sizes", type=int, nargs="*", default=[50_000, 200_000])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument(
@@ -263,11 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also materialize, online lookups, freshness and the whole match (after make demo)",
     )
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("run", help="run the notebook chain into outputs/runs/<run-id>/")
-    p.add_argument("--params", default=None, help="params file (default params/local.yaml)")
+    p = sub.add_parser(
+        "run", help="run the notebook chain into outputs/runs/<run-id>/", parents=[common]
+    )
     p.add_argument("--only", nargs="+", default=None, help="notebook names or numbers, e.g. 01 02")
     p.set_defaults(func=_cmd_run)
     return parser

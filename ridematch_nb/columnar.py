@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -380,3 +381,17 @@ def landed_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -
     as the ETL writes it (for crafted data in tests and examples)."""
     table = to_table(event_type, [(e, ts, i) for i, (e, ts, _, _) in enumerate(rows)])
     return with_lineage(table, [p for _, _, p, _ in rows], [o for _, _, _, o in rows])
+
+
+def to_frames(values) -> tuple[dict[str, Any], dict[str, int]]:
+    """Raw values to one pandas DataFrame per event type in the landed columns (typed, UTC
+    timestamps, ``origin``/``dest`` split into ``*_lat``/``*_lon``), plus a count of the
+    values that broke the contract, by reason. Nothing is dropped silently."""
+    decoded = decode_batch(list(values))
+    frames = {
+        etype: table.drop_columns([ROW]).to_pandas() for etype, table in decoded.tables.items()
+    }
+    rejected: dict[str, int] = {}
+    for _, reason, _ in decoded.rejected:
+        rejected[reason] = rejected.get(reason, 0) + 1
+    return frames, rejected

@@ -112,15 +112,6 @@ class Settings:
             )
         return self.aws_access_key_id, self.aws_secret_access_key
 
-    def storage_options(self) -> dict[str, Any]:
-        """Keyword arguments for s3fs / pandas / pyarrow to reach the configured S3."""
-        key, secret = self.s3_credentials()
-        return {
-            "key": key,
-            "secret": secret,
-            "client_kwargs": {"endpoint_url": self.s3_endpoint, "region_name": self.s3_region},
-        }
-
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

@@ -261,30 +261,3 @@ def encode(event: dict[str, Any]) -> bytes:
 
 def key_of(event: dict[str, Any]) -> bytes:
     return str(event[KEY_FIELD[event["event_type"]]]).encode()
-
-
-def to_frames(values) -> tuple[dict[str, Any], dict[str, int]]:
-    """Raw values to one pandas DataFrame per event type (timestamps as UTC), plus a count
-    of values that broke the contract, by reason. Nothing is dropped silently."""
-    import pandas as pd
-
-    rows: dict[str, list[dict]] = {t: [] for t in EVENT_TYPES}
-    rejected: dict[str, int] = {}
-    for raw in values:
-        try:
-            event = decode(raw)
-        except InvalidEvent as exc:
-            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-            continue
-        rows[event["event_type"]].append(event)
-    frames = {}
-    for etype, items in rows.items():
-        df = pd.DataFrame(items, columns=list(SCHEMAS[etype]))
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-        for point in ("origin", "dest"):
-            if point in df:
-                df[[f"{point}_lat", f"{point}_lon"]] = pd.DataFrame(
-                    df.pop(point).tolist() or None, index=df.index, columns=["lat", "lon"]
-                )
-        frames[etype] = df
-    return frames, rejected

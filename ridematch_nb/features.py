@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 REPO = PROJECT_ROOT / "feature_repo"
 FEATURE_SERVICE = "driver_match_v1"
-ONLINE_FEATURES = ["lat", "lon", "status", "accept_rate_7d", "avg_response_ms"]
+# The features of driver_match_v1 (feature_repo/), as the store serves them.
+STORE_FEATURES = ["lat", "lon", "status", "accept_rate_7d", "avg_response_ms"]
 PUSH_SOURCE = "driver_updates_push"
 
 
@@ -131,7 +132,7 @@ def materialize(fs, settings: Settings) -> dict:
     views = fs.list_feature_views()
     done = [v.most_recent_end_time for v in views if v.most_recent_end_time]
     newest = latest_offline(settings).sort_values("timestamp").index[-1:].tolist()
-    online_empty = online(fs, newest)[ONLINE_FEATURES].isna().all(axis=None)
+    online_empty = online(fs, newest)[STORE_FEATURES].isna().all(axis=None)
     if len(done) == len(views) and span[0] <= min(done) <= end and not online_empty:
         start = min(done)
         fs.materialize_incremental(end_date=end)
@@ -173,7 +174,7 @@ def verify(fs, settings: Settings, driver_ids: list[str]) -> pd.DataFrame:
     off = latest_offline(settings, driver_ids)
     rows = []
     for driver in driver_ids:
-        for feat in ONLINE_FEATURES:
+        for feat in STORE_FEATURES:
             a = on.at[driver, feat] if driver in on.index else None
             b = off.at[driver, feat] if driver in off.index else None
             same = values_equal(a, b)

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from ridematch_nb.config import Settings
-from ridematch_nb.features import values_equal
+from ridematch_nb.features import STORE_FEATURES, values_equal
 from ridematch_nb.online import OnlineReader, index_key
 from ridematch_nb.redis_io import redis_client
-from ridematch_nb.training import STORE_FEATURES, TrainedModel, derived_features
+from ridematch_nb.training import TrainedModel, derived_features
 
 # What a match returns per candidate, best first.
 RANKED = ["driver_id", "score", "pickup_km", "accept_rate_7d", "status"]
@@ -49,7 +49,7 @@ class Matcher:
         radius_km: float = 6.0,
         max_candidates: int = 50,
     ) -> None:
-        self.fs, self.model, self.key = fs, trained, index_key(project)
+        self.model, self.key = trained, index_key(project)
         self.radius_km, self.max_candidates = radius_km, max_candidates
         self.redis = redis_client(settings)
         self.reader = OnlineReader(fs, settings, trained.feature_service)

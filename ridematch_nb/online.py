@@ -19,7 +19,7 @@ import redis
 
 from ridematch_nb.config import Settings
 from ridematch_nb.events import InvalidEvent, decode, parse_ts
-from ridematch_nb.features import FEATURE_SERVICE, ONLINE_FEATURES, PUSH_SOURCE
+from ridematch_nb.features import FEATURE_SERVICE, PUSH_SOURCE, STORE_FEATURES
 from ridematch_nb.kafka_io import caught_up, group_consumer, poll_through_outages, stop_on_sigterm
 from ridematch_nb.redis_io import check_redis, redis_client
 
@@ -59,7 +59,7 @@ def push_driver_updates(fs, events: pd.DataFrame) -> int:
     """Write the newest driver state straight into the online store (between batches)."""
     from feast.data_source import PushMode
 
-    cols = ["driver_id", "timestamp", *ONLINE_FEATURES]
+    cols = ["driver_id", "timestamp", *STORE_FEATURES]
     fs.push(PUSH_SOURCE, events[cols], to=PushMode.ONLINE)
     return len(events)
 

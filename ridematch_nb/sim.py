@@ -25,11 +25,13 @@ from datetime import datetime
 import numpy as np
 
 from ridematch_nb.config import ParameterError
-from ridematch_nb.events import LAT_RANGE, LON_RANGE, VEHICLES, format_ts, parse_ts
+from ridematch_nb.events import DRIVER_STATUSES, LAT_RANGE, LON_RANGE, VEHICLES, format_ts, parse_ts
 from ridematch_nb.geo import CITY_TZ, distance_km
 
-STATUS = ("idle", "en_route", "on_trip", "offline")
-IDLE, EN_ROUTE, ON_TRIP, OFFLINE = range(4)
+# A driver's status, stored as its index in the contract's DRIVER_STATUSES.
+IDLE, EN_ROUTE, ON_TRIP, OFFLINE = map(
+    DRIVER_STATUSES.index, ("idle", "en_route", "on_trip", "offline")
+)
 WINDOW_S = 7 * 24 * 3600  # accept_rate_7d / avg_response_ms look back this far
 
 # Hot spots: (name, lat, lon, spread in degrees).
@@ -278,7 +280,7 @@ class World:
             "driver_id": self.ids[i],
             "lat": round(lat, 6),
             "lon": round(lon, 6),
-            "status": STATUS[self.status[i]],
+            "status": DRIVER_STATUSES[self.status[i]],
             "timestamp": format_ts(self.t),
             "accept_rate_7d": rate,
             "avg_response_ms": avg,

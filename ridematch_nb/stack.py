@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -531,7 +531,3 @@ class LocalStack:
                 f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == psutil.CONN_LISTEN
             }
         return out
-
-
-def status_dicts(statuses: list[ServiceStatus]) -> list[dict]:
-    return [asdict(s) for s in statuses]

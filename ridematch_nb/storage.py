@@ -41,11 +41,6 @@ def chunk_name(topic: str, partition: int, first: int, last: int) -> str:
     return f"{topic}+{partition}+{first:020d}+{last:020d}"
 
 
-def parse_chunk_name(stem: str) -> tuple[str, int, int, int]:
-    topic, partition, first, last = stem.rsplit("+", 3)
-    return topic, int(partition), int(first), int(last)
-
-
 def data_key(prefix: str, event_type: str, date: str, hour: int, stem: str) -> str:
     return lake_path(prefix, f"{event_type}/date={date}/hour={hour:02d}/{stem}.parquet")
 

@@ -21,10 +21,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, ndcg_score, roc_auc_score
 
 from ridematch_nb.config import Settings
+from ridematch_nb.features import STORE_FEATURES
 from ridematch_nb.geo import CITY_TZ, distance_km
 from ridematch_nb.storage import read_dataset
 
-STORE_FEATURES = ["lat", "lon", "status", "accept_rate_7d", "avg_response_ms"]
 MODEL_FEATURES = [
     "pickup_km",
     "trip_km",

@@ -132,7 +132,7 @@ def test_the_serving_reader_returns_what_feast_returns(isolated):
     reader = online.OnlineReader(fs, settings)
     got = reader.frame(ids)
     want = features.online(fs, ids)[got.columns]
-    assert sorted(got.columns) == sorted(["driver_id", *features.ONLINE_FEATURES])
+    assert sorted(got.columns) == sorted(["driver_id", *features.STORE_FEATURES])
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert got.loc[0, "status"] == "on_trip" and got.loc[1].drop("driver_id").isna().all()
 

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from ridematch_nb import bench, etl, features, online
-from ridematch_nb.events import encode, key_of, to_frames
+from ridematch_nb.columnar import to_frames
+from ridematch_nb.events import encode, key_of
 from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic, read_records
 from ridematch_nb.sim import WorldParams, simulate
 from ridematch_nb.storage import read_rejected

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ridematch_nb.columnar import decode_batch
-from ridematch_nb.events import InvalidEvent, decode, encode, to_frames
+from ridematch_nb.columnar import decode_batch, to_frames
+from ridematch_nb.events import InvalidEvent, decode, encode
 from ridematch_nb.kafka_io import pretty
 from ridematch_nb.online import _newest_driver_states
 from ridematch_nb.sim import WorldParams, simulate
