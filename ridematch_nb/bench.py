@@ -40,15 +40,13 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import UnknownTopicOrPartitionError
 
-from ridematch_nb import etl
+from ridematch_nb import etl, kafka_io, matching
 from ridematch_nb.config import PROJECT_ROOT, ParameterError, Settings
 from ridematch_nb.events import encode, key_of
 from ridematch_nb.generate import backfill
 from ridematch_nb.kafka_io import (
-    FETCH_TUNING,
     Publisher,
     admin_client,
     connect_producer,
@@ -174,26 +172,25 @@ def generate(settings: Settings, topic: str, hours: float) -> dict:
 def _drain(settings: Settings, topic: str, n: int, take: Callable[[list], None]) -> dict:
     """Read ``n`` records with the pipeline's fetch settings, handing each partition's
     batch to ``take``; the rate runs from the first records to the last."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **FETCH_TUNING
-    )
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(tps)
+    consumer, tps = kafka_io.reader(settings, topic)
     consumer.seek_to_beginning(*tps)
     got, t0, deadline = 0, None, time.monotonic() + 60
-    while got < n:
-        batch = consumer.poll(timeout_ms=500)
-        if batch and t0 is None:
-            t0 = time.perf_counter()
-        if batch:
-            deadline = time.monotonic() + 60
-        elif time.monotonic() > deadline:
-            raise TimeoutError(f"{topic}: read {got:,} of {n:,} records, then nothing for 60 s")
-        for records in batch.values():
-            take(records)
-            got += len(records)
-    seconds = time.perf_counter() - t0
-    consumer.close()
+    try:
+        for batch in kafka_io.polls(consumer, settings):
+            if got >= n:
+                break
+            if batch and t0 is None:
+                t0 = time.perf_counter()
+            if batch:
+                deadline = time.monotonic() + 60
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: read {got:,} of {n:,} records, then nothing for 60 s")
+            for records in batch.values():
+                take(records)
+                got += len(records)
+        seconds = time.perf_counter() - t0
+    finally:
+        consumer.close()
     return {"rate": got / seconds, "n": got}
 
 
@@ -435,12 +432,6 @@ def _online_figures(settings: Settings, repeat: int, say: Callable[[str], None])
     return out
 
 
-def _percentiles(samples_ms: list[float]) -> dict:
-    arr = sorted(samples_ms)
-    pick = lambda q: arr[min(len(arr) - 1, int(q * len(arr)))]  # noqa: E731
-    return {"p50_ms": round(pick(0.5), 3), "p99_ms": round(pick(0.99), 3)}
-
-
 def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: int = 500) -> dict:
     """Online lookup of the feature service: the serving reader, Feast's
     get_online_features, and a raw redis-py pipeline HMGETting the same fields of the
@@ -472,7 +463,7 @@ def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: i
             times["reader"].append((t1 - t0) * 1e3)
             times["feast"].append((t2 - t1) * 1e3)
             times["redis_raw"].append((t3 - t2) * 1e3)
-        row = {name: _percentiles(samples) for name, samples in times.items()}
+        row = {name: matching.percentiles(samples, (0.5, 0.99)) for name, samples in times.items()}
         row["reader_vs_raw_p99"] = round(row["reader"]["p99_ms"] / row["redis_raw"]["p99_ms"], 2)
         out[str(n)] = row
     return out
@@ -534,7 +525,6 @@ def bench_match(settings: Settings, n_requests: int = 300) -> dict | None:
 def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0) -> dict:
     """Produce-to-readable-online latency while the stream push runs: ``n`` driver updates
     at a steady rate, each for its own driver, polled online until visible."""
-    import pandas as pd
 
     from ridematch_nb import features, online
     from ridematch_nb.events import format_ts
@@ -611,10 +601,4 @@ def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0
 
     reader.redis.delete(*(reader._key(d) for d in sent))
     reader.redis.zrem(index_key(fs.project), *sent)
-    summary = pd.Series(lat_ms).quantile([0.5, 0.99]).round(1) if lat_ms else None
-    return {
-        "updates": n,
-        "visible": len(lat_ms),
-        "p50_ms": float(summary[0.5]) if lat_ms else None,
-        "p99_ms": float(summary[0.99]) if lat_ms else None,
-    }
+    return {"updates": n, "visible": len(lat_ms), **matching.percentiles(lat_ms, (0.5, 0.99))}

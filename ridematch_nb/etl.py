@@ -37,7 +37,7 @@ from ridematch_nb.config import ParameterError, Settings
 from ridematch_nb.etl_writer import WriterProcess
 from ridematch_nb.kafka_io import (
     group_consumer,
-    poll_through_outages,
+    polls,
     reset_group_offsets,
     stop_on_sigterm,
 )
@@ -299,9 +299,7 @@ class ETL:
 
     def _loop(self, mode, idle_s, max_records, join_timeout_s, stop, bar) -> None:
         quiet_since, joined_by = time.monotonic(), time.monotonic() + join_timeout_s
-        outage: dict = {}
-        while not stop["now"]:
-            batch = poll_through_outages(self.consumer, self.settings, outage)
+        for batch in polls(self.consumer, self.settings, stop):
             self._drop_revoked()
             rewound = self._take_assignment()
             self._settle()  # commit what the writer finished since the last poll

@@ -97,14 +97,20 @@ class Matcher:
         return Match(request["request_id"], ranked, len(ids) - len(keep), timings)
 
 
+def percentiles(samples_ms, quantiles=(0.5, 0.95, 0.99)) -> dict[str, float | None]:
+    """``{"p50_ms": ..., "p95_ms": ..., "p99_ms": ...}`` of latency samples in ms, linearly
+    interpolated (None when there are none): every latency report uses this one."""
+    values = np.asarray(list(samples_ms), dtype=float)
+    return {
+        f"p{round(q * 100)}_ms": round(float(np.quantile(values, q)), 3) if len(values) else None
+        for q in quantiles
+    }
+
+
 def latency_table(matches: list[Match]) -> pd.DataFrame:
     """p50 / p95 / p99 of each part of the match, in milliseconds."""
     frame = pd.DataFrame([m.timings_ms for m in matches])
-    return (
-        frame.quantile([0.5, 0.95, 0.99])
-        .T.rename(columns={0.5: "p50_ms", 0.95: "p95_ms", 0.99: "p99_ms"})
-        .round(3)
-    )
+    return pd.DataFrame({part: percentiles(frame[part]) for part in frame}).T
 
 
 def skew_check(fs, service_name: str, driver_ids: list[str], as_of) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import redis
 from ridematch_nb.config import Settings
 from ridematch_nb.events import InvalidEvent, decode, parse_ts
 from ridematch_nb.features import FEATURE_SERVICE, PUSH_SOURCE, STORE_FEATURES
-from ridematch_nb.kafka_io import caught_up, group_consumer, poll_through_outages, stop_on_sigterm
+from ridematch_nb.kafka_io import caught_up, group_consumer, polls, stop_on_sigterm
 from ridematch_nb.redis_io import check_redis, redis_client
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,7 @@ def stream_to_online(
     quiet_since = time.monotonic()
     try:
         with stop_on_sigterm() as stop:
-            outage: dict = {}
-            while not stop["now"]:
-                batch = poll_through_outages(consumer, settings, outage, timeout_ms=200)
+            for batch in polls(consumer, settings, stop, timeout_ms=200):
                 if not batch:
                     assigned = consumer.assignment()
                     quiet = time.monotonic() - quiet_since >= idle_s

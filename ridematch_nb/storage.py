@@ -126,15 +126,12 @@ class Lake:
             raise self._fail(f"read {key}", exc) from exc
 
     def keys(self, prefix: str) -> list[str]:
-        out: list[str] = []
-        kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+        """Every key under ``prefix`` (botocore's paginator follows the continuation)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
         try:
-            while True:
-                page = self.client.list_objects_v2(**kwargs)
-                out += [o["Key"] for o in page.get("Contents", [])]
-                if not page.get("IsTruncated"):
-                    return out
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(f"list {prefix}", exc) from exc
 
