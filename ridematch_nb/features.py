@@ -149,6 +149,14 @@ def online(fs, driver_ids: list[str], features: list[str] | None = None) -> pd.D
     return fs.get_online_features(features=refs, entity_rows=rows).to_df()
 
 
+def online_coverage(fs, driver_ids: list[str]) -> float:
+    """Share of the drivers for whom the online store serves every feature."""
+    if not driver_ids:
+        return 0.0
+    values = online(fs, driver_ids)[STORE_FEATURES]
+    return round(float(values.notna().all(axis=1).mean()), 4)
+
+
 def latest_offline(settings: Settings, driver_ids: list[str] | None = None) -> pd.DataFrame:
     """Each driver's newest row in the lake: what materialize must have put online."""
     df = read_dataset(settings, "driver_update").to_pandas()

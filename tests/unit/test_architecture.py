@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"features", "online"},
     {"training"},
     {"matching"},
-    {"plots", "pipeline"},
+    {"explore", "plots", "pipeline"},
     {"stack"},
     {"bench", "cli", "__main__"},
 ]
