@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace):
     """Settings for a command; with the embedded stack, its generated S3 keys too."""
     settings = load_settings(args.params)
     if settings.stack is not None and settings.secrets_file and settings.secrets_file.exists():
-        from ridematch_nb.stack import ensure_secrets
+        from ridematch_nb.services import ensure_secrets
 
         settings = ensure_secrets(settings)
     return settings

@@ -7,7 +7,7 @@ import redis
 
 from ridematch_nb import features, matching, online, training
 from ridematch_nb.geo import distance_km
-from tests.integration.test_features import land, update
+from tests.helpers.lake import land, update
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 ORIGIN = (40.750, -73.985)

@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from ridematch_nb.config import StackSettings
-from ridematch_nb.stack import GRPC_OFFSET, LOOPBACK, LocalStack, StackError, port_is_free
+from ridematch_nb.services import GRPC_OFFSET, LOOPBACK
+from ridematch_nb.stack import LocalStack, StackError, port_is_free
 
 
 def test_up_twice_is_harmless(stack):

@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"training"},
     {"matching"},
     {"explore", "plots", "pipeline"},
-    {"stack"},
+    {"services", "stack"},
     {"bench", "cli", "__main__"},
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
