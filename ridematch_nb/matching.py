@@ -1,7 +1,7 @@
 """Online driver matching: candidates near the rider, their online features, model scores.
 
 Candidates come from a Redis geo index of idle drivers (``GEOSEARCH`` by radius),
-kept up by whoever writes driver state online: ``rebuild_index`` after a
+kept up by whoever writes driver state online: ``online.rebuild_index`` after a
 materialization, ``online.stream_to_online`` between them. Features come from the
 online store through the model's feature service (``online.OnlineReader``: one
 Redis round trip for all candidates); request features from the very
