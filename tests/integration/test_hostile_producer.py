@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from ridematch_nb import bench, etl, features, online
+from ridematch_nb import bench_events, etl, features, online
 from ridematch_nb.columnar import to_frames
 from ridematch_nb.events import encode, key_of
 from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic, read_records
@@ -99,6 +99,6 @@ def test_check_events_prints_the_latest_values_whatever_they_hold(settings, host
 
 def test_the_bench_naive_reader_counts_what_it_cannot_read(settings, hostile_topic):
     topic, valid, _ = hostile_topic
-    result = bench.naive(settings, topic, len(valid) + len(HOSTILE))
+    result = bench_events.naive(settings, topic, len(valid) + len(HOSTILE))
     assert result["n"] == len(valid) + len(HOSTILE)
     assert result["unreadable"] >= 10

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"matching"},
     {"explore", "plots", "pipeline"},
     {"services", "stack"},
-    {"bench", "cli", "__main__"},
+    {"bench_harness", "bench_events", "bench_online", "bench", "cli", "__main__"},
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 
