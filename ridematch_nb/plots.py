@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from ridematch_nb.explore import acceptance_table, local_hour
@@ -46,7 +47,11 @@ def figure_data(fig: Figure) -> list[dict]:
         out.append(
             {
                 "title": ax.get_title(loc="left") or ax.get_title(),
-                "bars": [[float(v) for v in c.datavalues] for c in ax.containers],
+                "bars": [
+                    [float(v) for v in c.datavalues]
+                    for c in ax.containers
+                    if isinstance(c, BarContainer)
+                ],
                 "lines": {
                     line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.lines
                 },
