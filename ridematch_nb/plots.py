@@ -56,6 +56,7 @@ def figure_data(fig: Figure) -> list[dict]:
                     line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.lines
                 },
                 "texts": [t.get_text() for t in ax.texts],
+                "xlabels": [t.get_text() for t in ax.get_xticklabels()],
                 "scatter_points": sum(
                     len(c.get_offsets())
                     for c in ax.collections
