@@ -19,10 +19,12 @@ def _env(name: str) -> str:
 LAKE = _env("RIDEMATCH_LAKE_URI")  # s3://<bucket>[/<prefix>]
 S3_ENDPOINT = _env("RIDEMATCH_S3_ENDPOINT")
 
-# Every driver_update the ETL landed: position, status and rolling statistics.
+# Every driver_update the ETL landed: position, status and rolling statistics. The
+# path names the files of every date=/hour= partition (a glob every offline store
+# Feast offers understands; a bare folder is not read by its DuckDB store).
 driver_updates = FileSource(
     name="driver_updates",
-    path=f"{LAKE}/driver_update/",
+    path=f"{LAKE}/driver_update/date=*/hour=*/*.parquet",
     file_format=ParquetFormat(),
     timestamp_field="timestamp",
     s3_endpoint_override=S3_ENDPOINT,
