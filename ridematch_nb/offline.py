@@ -128,6 +128,12 @@ def duckdb_connection(settings: Settings, memory_limit: str = DUCKDB_MEMORY_LIMI
     return con
 
 
+# One connection per process and profile. A forked child (the benchmarks measure in
+# forked children) must neither use nor close its parent's connection, whose threads did
+# not come along: it opens its own and keeps the inherited one referenced, untouched.
+_CONNECTIONS: dict[tuple, object] = {}
+
+
 def use_duckdb(settings: Settings) -> None:
     """Make ibis's default backend (the one Feast's DuckDB store reads with) a connection
     to the profile's S3; a no-op for profiles on another store."""
@@ -135,4 +141,8 @@ def use_duckdb(settings: Settings) -> None:
         return
     import ibis
 
-    ibis.set_backend(duckdb_connection(settings))
+    key = (os.getpid(), settings.s3_endpoint, settings.s3_region, *settings.s3_credentials())
+    con = _CONNECTIONS.get(key)
+    if con is None:
+        con = _CONNECTIONS[key] = duckdb_connection(settings)
+    ibis.set_backend(con)
