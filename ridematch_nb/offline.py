@@ -35,6 +35,7 @@ ASOF_STORE = "ridematch_nb.asof_store.AsofDuckDBOfflineStore"
 # Rows of a driver at the same second: the one produced last (Kafka order) is the value.
 DEFAULT_OFFLINE_STORE = {"type": ASOF_STORE, "tie_break": ["kafka_partition", "kafka_offset"]}
 DUCKDB_STORES = ("duckdb", ASOF_STORE)
+LAKE_GLOB = "date=*/hour=*/*.parquet"  # the ETL's partitions (ridematch_nb.storage.data_key)
 DEFAULT_BATCH_ENGINE = {"type": "local"}
 # DuckDB's own share of memory for the join: past it, it spills to disk instead of
 # growing (the training set build must stay well under 1.5 GiB).
@@ -69,9 +70,12 @@ def feast_env(settings: Settings) -> dict[str, str]:
     """Environment variables feature_store.yaml expands into its offline store and batch
     engine (each a one-line YAML mapping)."""
     configs = store_configs(settings)
+    duckdb = configs["offline_store"]["type"] in DUCKDB_STORES
     return {
         "RIDEMATCH_FEAST_OFFLINE_STORE": _flow(configs["offline_store"]),
         "RIDEMATCH_FEAST_BATCH_ENGINE": _flow(configs["batch_engine"]),
+        # DuckDB reads no bare folder: it gets the files of every partition
+        "RIDEMATCH_LAKE_FILES": LAKE_GLOB if duckdb else "",
     }
 
 
