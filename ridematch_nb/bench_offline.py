@@ -154,17 +154,22 @@ def run_offline_bench(
     results["limit"]["read_s"] = round(statistics.median(r["read_s"] for r in runs["limit"]), 2)
     results["limit"]["updates"] = runs["limit"][-1]["updates"]
     results["store_vs_limit"] = round(results["store"]["median"] / results["limit"]["median"], 2)
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-offline.json"
+    save = lambda: path.write_text(json.dumps(results, indent=2, default=str))  # noqa: E731
+    save()  # after each stage: a slow comparison that fails keeps what came before
+    for line in table(results):
+        say(line)
     results["compare"] = {}
     for name in compare or []:
         say(f"offline: Feast's {name} store (once)")
         results["compare"][name] = _safe(lambda n=name: store_build(settings, COMPARE_STORES[n]))
+        save()
     if materialize:
         say("offline: full materialization into Redis with the profile's store")
         results["materialize"] = bench_materialize(settings, repeat)
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-offline.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    for line in table(results):
+        save()
+    for line in table(results)[3:]:
         say(line)
     results["path"] = str(path)
     return results
