@@ -143,7 +143,7 @@ def run_offline_bench(
         "repeat": repeat,
         "machine": machine(),
         "profile": str(settings.params_file),
-        "store": offline.store_configs(settings)["offline_store"],
+        "store_config": offline.store_configs(settings)["offline_store"],
     }
     for name, items in runs.items():
         results[name] = {
@@ -182,7 +182,7 @@ def table(results: dict) -> list[str]:
         f"(median of {results['repeat']}):",
         f"  limit  pyarrow + merge_asof   {lim['median']:>7.2f} s (read {lim['read_s']} s)  "
         f"peak {lim['peak_mib']:>6,.0f} MiB  complete rows {lim['complete_rows']:,}",
-        f"  store  {results['store']['type'][-22:]:<22} {st['median']:>7.2f} s"
+        f"  store  {results['store_config']['type'][-22:]:<22} {st['median']:>7.2f} s"
         f"{'':>13}peak {st['peak_mib']:>6,.0f} MiB  complete rows {st['complete_rows']:,}"
         f"  ({results['store_vs_limit']:.2f}x the limit)",
     ]
