@@ -110,8 +110,9 @@ def _safe(fn: Callable[[], dict]) -> dict:
     try:
         return isolated(fn)
     except RuntimeError as exc:
-        last = str(exc).strip().splitlines()[-1]
-        return {"error": last[:300]}
+        lines = str(exc).strip().splitlines()
+        named = [line for line in lines if "Error" in line or "Exception" in line]
+        return {"error": (named or lines)[-1][:300]}
 
 
 def run_offline_bench(
