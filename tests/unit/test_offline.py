@@ -65,3 +65,13 @@ def test_the_httpfs_extension_comes_from_an_installed_package():
     import duckdb
 
     assert any(f"v{duckdb.__version__}" in str(p) for p in found)  # built for our duckdb
+
+
+def test_the_ray_profile_selects_feasts_ray_store_and_engine_over_the_lakes_folder():
+    settings = load_settings("params/ray.yaml", env=ENV)
+    env = offline.feast_env(settings)
+    assert yaml.safe_load(env["RIDEMATCH_FEAST_OFFLINE_STORE"])["type"] == "ray"
+    assert yaml.safe_load(env["RIDEMATCH_FEAST_BATCH_ENGINE"])["type"] == "ray.engine"
+    assert env["RIDEMATCH_LAKE_FILES"] == ""  # Ray reads the folder; DuckDB alone a glob
+    default = offline.feast_env(load_settings("params/local.yaml", env=ENV))
+    assert default["RIDEMATCH_LAKE_FILES"] == offline.LAKE_GLOB
