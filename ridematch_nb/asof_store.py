@@ -4,8 +4,8 @@ Feast 0.67's DuckDB store (``feast.infra.offline_stores.ibis.point_in_time_join`
 every entity row to *every* feature row of its entity inside the view's TTL, then keeps
 the newest per entity row with a window function. For ``driver_stats`` (TTL 7 days)
 that is every earlier update of the driver: 27,878 offers of the demo day fan out to
-about 12 million pairs, which took 36 s and 1.9 GiB, and grows with the square of the
-history (a week: 7 x the offers times 7 x the updates each).
+about 14.5 million pairs, which took 36 s and 1.9 GiB, and grows with the square of
+the history (a week: 7 x the offers times 7 x the updates each).
 
 The join asked for is "the newest feature row at or before t, if not older than the
 TTL", which is exactly what an ASOF join computes without pairing rows: DuckDB sorts

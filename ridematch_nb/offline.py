@@ -1,10 +1,10 @@
 """Feast's offline store per params profile: DuckDB by default, reading the lake in S3.
 
-Why DuckDB: Feast 0.67's DuckDB store (``type: duckdb``, built on ibis) runs the
-point-in-time join as one SQL query that DuckDB executes column by column on every
-core, reading only the columns it needs straight from the parquet in S3. Feast's dask
-store, the one used before, spent minutes and gigabytes on the same join of one day
-(figures in BENCHMARKS.md).
+Why DuckDB: Feast 0.67's DuckDB store (built on ibis) runs the point-in-time join as
+one SQL query that DuckDB executes column by column on every core, reading only the
+columns it needs straight from the parquet in S3; the default profile uses it with an
+ASOF join (``ridematch_nb.asof_store``). Feast's dask store, the one used before, spent
+minutes and gigabytes on the same join of one day (figures in BENCHMARKS.md).
 
 DuckDB reaches S3 through its ``httpfs`` extension, which it would normally download on
 first use. Nothing may be downloaded at run time here, so the extension comes from the
