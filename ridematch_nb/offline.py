@@ -71,12 +71,15 @@ def feast_env(settings: Settings) -> dict[str, str]:
     engine (each a one-line YAML mapping)."""
     configs = store_configs(settings)
     duckdb = configs["offline_store"]["type"] in DUCKDB_STORES
-    return {
+    env = {
         "RIDEMATCH_FEAST_OFFLINE_STORE": _flow(configs["offline_store"]),
         "RIDEMATCH_FEAST_BATCH_ENGINE": _flow(configs["batch_engine"]),
         # DuckDB reads no bare folder: it gets the files of every partition
         "RIDEMATCH_LAKE_FILES": LAKE_GLOB if duckdb else "",
     }
+    if not duckdb:  # Ray reads s3:// through pyarrow, which takes the endpoint from here
+        env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
+    return env
 
 
 def _flow(mapping: dict) -> str:

@@ -73,5 +73,6 @@ def test_the_ray_profile_selects_feasts_ray_store_and_engine_over_the_lakes_fold
     assert yaml.safe_load(env["RIDEMATCH_FEAST_OFFLINE_STORE"])["type"] == "ray"
     assert yaml.safe_load(env["RIDEMATCH_FEAST_BATCH_ENGINE"])["type"] == "ray.engine"
     assert env["RIDEMATCH_LAKE_FILES"] == ""  # Ray reads the folder; DuckDB alone a glob
+    assert env["AWS_ENDPOINT_URL"] == settings.s3_endpoint  # pyarrow in Ray finds our S3
     default = offline.feast_env(load_settings("params/local.yaml", env=ENV))
     assert default["RIDEMATCH_LAKE_FILES"] == offline.LAKE_GLOB
