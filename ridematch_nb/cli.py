@@ -156,6 +156,12 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.offline:
+        from ridematch_nb.bench_offline import run_offline_bench
+
+        results = run_offline_bench(_settings(args), repeat=args.repeat, compare=args.compare)
+        print(f"results: {results['path']}")
+        return 0
     from ridematch_nb.bench import run_bench
 
     results = run_bench(_settings(args), sizes=args.sizes, repeat=args.repeat, online=args.online)
@@ -277,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--online",
         action="store_true",
         help="also materialize, online lookups, freshness and the whole match (after make demo)",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="instead: the training set from Feast's offline store against pyarrow + "
+        "merge_asof on the same lake, and materialization (after make demo)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        choices=["duckdb", "dask"],
+        help="with --offline: also Feast's own duckdb / dask store, once each",
     )
     p.set_defaults(func=_cmd_bench)
 

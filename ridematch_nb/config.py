@@ -77,6 +77,8 @@ class Settings:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     stack: StackSettings | None = None
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # Feast's offline store and batch engine, when the profile picks them (ridematch_nb.offline)
+    feast: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def kafka_port(self) -> int:
@@ -255,6 +257,9 @@ def load_settings(
     notebooks = params.get("notebooks") or {}
     if not isinstance(notebooks, dict):
         raise ConfigError(f"params file {file}: 'notebooks' should map notebook names to params")
+    feast = params.get("feast") or {}
+    if not isinstance(feast, dict):
+        raise ConfigError(f"params file {file}: 'feast' should be a mapping (offline_store, ...)")
     settings = Settings(
         **values,
         params_file=file,
@@ -263,6 +268,7 @@ def load_settings(
         aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
         stack=stack,
         notebooks=notebooks,
+        feast=feast,
     )
     settings = with_stack_redis_password(settings, secrets, env)
     settings.kafka_port  # noqa: B018 - validate endpoints early, naming the key

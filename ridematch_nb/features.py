@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from ridematch_nb import offline
 from ridematch_nb.config import PROJECT_ROOT, Settings
 from ridematch_nb.redis_io import check_redis
 from ridematch_nb.storage import read_dataset
@@ -63,6 +64,7 @@ def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": key,
         "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_DEFAULT_REGION": settings.s3_region,
+        **offline.feast_env(settings),  # the profile's offline store and batch engine
     }
 
 
@@ -74,6 +76,7 @@ def store(settings: Settings, project: str | None = None):
 
     quiet_third_party_warnings()
     os.environ.update(feast_env(settings, project))
+    offline.use_duckdb(settings)  # DuckDB reads the lake with the packaged httpfs
     return FeatureStore(repo_path=str(REPO))
 
 

@@ -27,6 +27,9 @@ def test_every_notebook_ran_and_left_its_executed_copy(chain):
         assert (chain.run_dir / nb.name).is_file()
         assert nb.stem in chain.timings
     assert (chain.run_dir / "params.yaml").is_file() and (chain.run_dir / "timings.json").is_file()
+    # every kernel's peak memory, measured: a kernel with pandas and Feast loaded is tens of MiB
+    peaks = json.loads((chain.run_dir / "peak_memory_mib.json").read_text())
+    assert set(peaks) == set(chain.timings) and min(peaks.values()) > 50
 
 
 def test_generate_figures_are_what_the_parameters_imply(chain):

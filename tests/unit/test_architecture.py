@@ -18,12 +18,12 @@ LAYERS: list[set[str]] = [
     {"sim"},
     {"generate"},
     {"chunking", "etl_writer", "etl"},
-    {"features", "online"},
+    {"offline", "asof_store", "features", "online"},
     {"training"},
     {"matching"},
     {"explore", "plots", "pipeline"},
     {"services", "stack"},
-    {"bench_harness", "bench_events", "bench_online", "bench", "cli", "__main__"},
+    {"bench_harness", "bench_events", "bench_online", "bench", "bench_offline", "cli", "__main__"},
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 
