@@ -19,10 +19,15 @@ def _env(name: str) -> str:
 LAKE = _env("RIDEMATCH_LAKE_URI")  # s3://<bucket>[/<prefix>]
 S3_ENDPOINT = _env("RIDEMATCH_S3_ENDPOINT")
 
+# How the store names the dataset's files: DuckDB reads them through a glob over every
+# date=/hour= partition, others (dask, Ray, Spark) take the folder. Set per offline store
+# by ridematch_nb.offline; the data and the definitions are the same.
+FILES = os.environ.get("RIDEMATCH_LAKE_FILES", "")
+
 # Every driver_update the ETL landed: position, status and rolling statistics.
 driver_updates = FileSource(
     name="driver_updates",
-    path=f"{LAKE}/driver_update/",
+    path=f"{LAKE}/driver_update/{FILES}",
     file_format=ParquetFormat(),
     timestamp_field="timestamp",
     s3_endpoint_override=S3_ENDPOINT,

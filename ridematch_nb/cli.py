@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ridematch_nb.config import ConfigError, load_settings
+from ridematch_nb.config import ConfigError, ParameterError, load_settings
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace):
     """Settings for a command; with the embedded stack, its generated S3 keys too."""
     settings = load_settings(args.params)
     if settings.stack is not None and settings.secrets_file and settings.secrets_file.exists():
-        from ridematch_nb.stack import ensure_secrets
+        from ridematch_nb.services import ensure_secrets
 
         settings = ensure_secrets(settings)
     return settings
@@ -64,6 +64,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         reset_topic=not args.keep_topic,
     )
+    if args.mode == "backfill" and not args.keep_topic:
+        from ridematch_nb import etl
+
+        removed = etl.forget(_settings(args), summary.topic, summary.partitions)
+        print(f"🧹 The ETL forgot the old topic: {removed} files removed, offsets reset")
     if args.mode == "backfill":
         print(
             f"✅ Backfill: {summary.delivered} events delivered in {summary.seconds:.1f} s "
@@ -114,42 +119,49 @@ def _cmd_etl(args: argparse.Namespace) -> int:
 
 def _cmd_verify_online(args: argparse.Namespace) -> int:
     from ridematch_nb import features
+    from ridematch_nb.redis_io import check_redis
 
     settings = _settings(args)
     fs = features.store(settings)
-    features.check_redis(settings)
+    check_redis(settings)
     ids = args.drivers or [f"driver_{i}" for i in range(args.n)]
     table = features.online(fs, ids)
-    print(f"Online features ({features.FEATURE_SERVICE}) from {settings.redis_url}:")
+    print(f"Online features ({features.FEATURE_SERVICE}) from {settings.redis_address}:")
     print(table.to_string(index=False))
-    missing = table[features.ONLINE_FEATURES].isna().all(axis=1).sum()
+    missing = table[features.STORE_FEATURES].isna().all(axis=1).sum()
     if missing:
         print(f"{missing} driver(s) have no online values: materialize first (notebook 04)")
     return 0
 
 
 def _cmd_push_online(args: argparse.Namespace) -> int:
-    from ridematch_nb import features
+    from ridematch_nb import features, online
 
     settings = _settings(args)
     fs = features.store(settings)
     print(
-        f"pushing the newest driver state from {settings.topic} into {settings.redis_url} "
+        f"pushing the newest driver state from {settings.topic} into {settings.redis_address} "
         "(Ctrl+C to stop)"
         if args.mode == "follow"
         else "pushing until caught up"
     )
-    counts = features.stream_to_online(
+    counts = online.stream_to_online(
         settings, fs, mode=args.mode, from_beginning=args.from_beginning
     )
     print(
         f"read {counts['read']}, pushed {counts['pushed']} driver states, "
-        f"skipped {counts['skipped']} invalid"
+        f"skipped {counts['skipped']} invalid {counts['rejected'] or ''}"
     )
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.offline:
+        from ridematch_nb.bench_offline import run_offline_bench
+
+        results = run_offline_bench(_settings(args), repeat=args.repeat, compare=args.compare)
+        print(f"results: {results['path']}")
+        return 0
     from ridematch_nb.bench import run_bench
 
     results = run_bench(_settings(args), sizes=args.sizes, repeat=args.repeat, online=args.online)
@@ -175,14 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ridematch_nb", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    # the option every command takes, defined once
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--params",
+        default=None,
+        help="params file (default $RIDEMATCH_PARAMS or params/local.yaml)",
+    )
 
-    p = sub.add_parser("stack", help="start, stop or check the embedded local stack")
+    p = sub.add_parser(
+        "stack", help="start, stop or check the embedded local stack", parents=[common]
+    )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--params", default=None, help="params file (default params/local.yaml)")
     p.set_defaults(func=_cmd_stack)
 
-    WorldParams()  # the simulator's own defaults
-    p = sub.add_parser("generate", help="simulate the marketplace and publish events to Kafka")
+    world = WorldParams()  # the simulator's own defaults are the command's
+    p = sub.add_parser(
+        "generate", help="simulate the marketplace and publish events to Kafka", parents=[common]
+    )
     p.add_argument(
         "--mode",
         choices=["realtime", "backfill"],
@@ -191,27 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=float, default=None, help="realtime: stop after this long")
     p.add_argument("--hours", type=float, default=24.0, help="backfill: simulated hours")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--drivers", type=int, default=1000)
-    p.add_argument("--riders", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=world.seed)
+    p.add_argument("--drivers", type=int, default=world.n_drivers)
+    p.add_argument("--riders", type=int, default=world.n_riders)
+    p.add_argument("--start", default=world.start, help="backfill: first simulated second (UTC)")
+    p.add_argument("--updates-per-tick", type=float, default=world.driver_updates_per_tick)
     p.add_argument(
-        "--start", default="2026-10-05T00:00:00Z", help="backfill: first simulated second"
+        "--request-rate", type=float, default=world.request_rate, help="mean requests per tick"
     )
-    p.add_argument("--updates-per-tick", type=float, default=10.0)
-    p.add_argument("--request-rate", type=float, default=0.3, help="mean rider requests per tick")
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument(
         "--keep-topic", action="store_true", help="backfill: append instead of recreating the topic"
     )
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("check-events", help="print the latest N events of the topic")
+    p = sub.add_parser(
+        "check-events", help="print the latest N events of the topic", parents=[common]
+    )
     p.add_argument("n", nargs="?", type=int, default=10)
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_check_events)
 
-    p = sub.add_parser("etl", help="Kafka -> validated parquet in S3 (one worker of the group)")
+    p = sub.add_parser(
+        "etl", help="Kafka -> validated parquet in S3 (one worker of the group)", parents=[common]
+    )
     p.add_argument(
         "--mode",
         choices=["drain", "follow"],
@@ -230,26 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--roll-event-s", type=float, default=3600.0, help="event-time span that closes a chunk"
     )
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_etl)
 
-    p = sub.add_parser("verify-online", help="print online feature values for a few drivers")
+    p = sub.add_parser(
+        "verify-online", help="print online feature values for a few drivers", parents=[common]
+    )
     p.add_argument("--n", type=int, default=5, help="driver_0 .. driver_{n-1}")
     p.add_argument("--drivers", nargs="+", default=None, help="explicit driver ids")
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_verify_online)
 
-    p = sub.add_parser("push-online", help="stream the newest driver state into Redis")
+    p = sub.add_parser(
+        "push-online", help="stream the newest driver state into Redis", parents=[common]
+    )
     p.add_argument("--mode", choices=["follow", "drain"], default="follow")
     p.add_argument(
         "--from-beginning",
         action="store_true",
         help="a new group starts at the topic's start (default: its end)",
     )
-    p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_push_online)
 
-    p = sub.add_parser("bench", help="each stage's rate next to its client's raw limit")
+    p = sub.add_parser(
+        "bench", help="each stage's rate next to its client's raw limit", parents=[common]
+    )
     p.add_argument("--sizes", type=int, nargs="*", default=[50_000, 200_000])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument(
@@ -257,14 +284,46 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also materialize, online lookups, freshness and the whole match (after make demo)",
     )
-    p.add_argument("--params", default=None)
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="instead: the training set from Feast's offline store against pyarrow + "
+        "merge_asof on the same lake, and materialization (after make demo)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        choices=["duckdb", "dask"],
+        help="with --offline: also Feast's own duckdb / dask store, once each",
+    )
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("run", help="run the notebook chain into outputs/runs/<run-id>/")
-    p.add_argument("--params", default=None, help="params file (default params/local.yaml)")
+    p = sub.add_parser(
+        "run", help="run the notebook chain into outputs/runs/<run-id>/", parents=[common]
+    )
     p.add_argument("--only", nargs="+", default=None, help="notebook names or numbers, e.g. 01 02")
     p.set_defaults(func=_cmd_run)
     return parser
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says what is wrong and how to fix it: shown alone, exit 2.
+    (Imported here, not at the top: `--help` should not wait for pandas.)"""
+    from ridematch_nb.kafka_io import KafkaUnavailable, TopicResetError
+    from ridematch_nb.redis_io import RedisUnavailable
+    from ridematch_nb.stack import StackError
+    from ridematch_nb.storage import S3Unavailable
+
+    return (
+        ConfigError,
+        ParameterError,
+        StackError,
+        KafkaUnavailable,
+        TopicResetError,
+        S3Unavailable,
+        RedisUnavailable,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,17 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "botocore", "urllib3", "s3fs", "aiobotocore", "papermill", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
-    from ridematch_nb.kafka_io import KafkaUnavailable
-    from ridematch_nb.stack import StackError
-    from ridematch_nb.storage import S3Unavailable
-
     try:
         return args.func(args)
-    except (ConfigError, StackError, KafkaUnavailable, S3Unavailable, ValueError) as exc:
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    # anything else is a bug or a surprise: Python's traceback says where it happened
 
 
 if __name__ == "__main__":

@@ -14,21 +14,32 @@ decides every doubtful case:
   field, range, choice, pattern, non-finite number) goes through ``events.decode`` too,
   which either rejects it with its exact reason or accepts it.
 
+Values Arrow must never see (tombstones, values over ``events.MAX_VALUE_BYTES``, values
+holding a line break) are replaced by ``null`` before parsing, which makes their rows
+doubtful. A row whose count of ``"`` differs from its type's canonical count (a repeated
+or extra field name, an escaped quote) is doubtful too: Arrow keeps one of two repeated
+names silently, the reference refuses them. And should the fast path itself fail in a way
+nobody foresaw, its whole batch goes record by record: slower, never lost.
+
 So the fast path only accepts what the reference accepts, and every rejection carries
 the reference's reason: the two paths land the same rows (a unit test holds them to it).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from ridematch_nb.events import SCHEMAS, UUID_RE, InvalidEvent, decode, parse_ts
+from ridematch_nb.events import MAX_VALUE_BYTES, SCHEMAS, UUID_RE, InvalidEvent, decode, parse_ts
+
+log = logging.getLogger(__name__)
 
 _ARROW = {
     "str": pa.string(),
@@ -88,6 +99,33 @@ _PARSE = pj.ParseOptions(
 )
 
 
+LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
+# The landed files: the event's typed columns, then where in Kafka the record was.
+SCHEMAS_ARROW = {
+    etype: pa.schema([*schema, *(pa.field(n, t) for n, t in LINEAGE)])
+    for etype, schema in LANDED.items()
+}
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp_ms", pa.int64()),
+        ("key", pa.binary()),
+        ("raw", pa.binary()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+def with_lineage(table: pa.Table, partitions, offsets) -> pa.Table:
+    """A decoded table (with ``_row``) as landed: ``_row`` out, Kafka partition and
+    offset of each row in."""
+    table = table.drop_columns([ROW])
+    table = table.append_column("kafka_partition", pa.array(partitions, pa.int32()))
+    return table.append_column("kafka_offset", pa.array(offsets, pa.int64()))
+
+
 def to_table(event_type: str, rows: list[tuple[dict, datetime, int]]) -> pa.Table:
     """Validated events of one type as ``(event, parsed timestamp, row)`` to a typed table
     with a ``_row`` column (the record-by-record path, and crafted test data)."""
@@ -131,17 +169,33 @@ class DecodedBatch:
         return table.slice(a, b - a)
 
 
+def _quotes_expected(schema) -> int:
+    """``"`` in a compact event of this type: two per name, two per string value."""
+    strings = sum(spec.kind in ("str", "uuid", "timestamp") for spec in schema.values())
+    return 2 * (len(schema) + strings)
+
+
+_QUOTES = {etype: _quotes_expected(schema) for etype, schema in SCHEMAS.items()}
+_NULL = b"null"
+
+
+def _arrow_safe(values: list[bytes | None]) -> list[bytes]:
+    """The values Arrow may parse; the others as ``null`` (decided record by record)."""
+    safe = list(values)
+    for i, value in enumerate(values):
+        if value is None or len(value) > MAX_VALUE_BYTES or b"\n" in value or b"\r" in value:
+            safe[i] = _NULL
+    return safe
+
+
 def decode_batch(values: list[bytes | None]) -> DecodedBatch:
     """Decode and validate a batch of raw values (see the module docstring)."""
     n = len(values)
-    fast: list[pa.Table] = []
-    slow: list[int] = []
-    _parse_or_bisect(values, 0, n, fast, slow)
-    parsed = pa.concat_tables(fast) if fast else None
-    tables = {etype: [] for etype in SCHEMAS}
-    if parsed is not None and parsed.num_rows:
-        doubtful = _typed_tables(parsed, tables)
-        slow.extend(doubtful)
+    try:
+        tables, slow = _fast_path(values)
+    except Exception:  # never fatal: the reference decides every row instead
+        log.exception("batch decoder failed; deciding %d records one by one", n)
+        tables, slow = {etype: [] for etype in SCHEMAS}, list(range(n))
     rejected, by_type = [], {etype: [] for etype in SCHEMAS}
     for row in sorted(slow):
         try:
@@ -163,6 +217,20 @@ def decode_batch(values: list[bytes | None]) -> DecodedBatch:
             micros = pc.cast(table.column("timestamp"), pa.int64()).to_numpy()
             event_s[table.column(ROW).to_numpy()] = micros / 1e6
     return DecodedBatch(n=n, tables=out, event_s=event_s, rejected=rejected)
+
+
+def _fast_path(values: list[bytes | None]) -> tuple[dict[str, list[pa.Table]], list[int]]:
+    """Arrow's parse and the vectorized checks: landed tables by type, doubtful rows."""
+    safe = _arrow_safe(values)
+    fast: list[pa.Table] = []
+    slow: list[int] = []
+    _parse_or_bisect(safe, 0, len(safe), fast, slow)
+    tables: dict[str, list[pa.Table]] = {etype: [] for etype in SCHEMAS}
+    parsed = pa.concat_tables(fast) if fast else None
+    if parsed is not None and parsed.num_rows:
+        quotes = np.fromiter((v.count(b'"') for v in safe), np.int64, len(safe))
+        slow.extend(_typed_tables(parsed, tables, quotes))
+    return tables, slow
 
 
 def _empty(event_type: str) -> pa.Table:
@@ -190,15 +258,15 @@ def _try_parse(values) -> pa.Table | None:
     """values as one newline-delimited buffer, each wrapped as ``{"v": <value>}`` so a line
     holding no value or two values is a parse error, not a shifted row; None when any
     value is not exactly one JSON object of the expected JSON types."""
-    try:
-        body = b'}\n{"v":'.join(values)
-    except TypeError:  # a null value (tombstone)
-        return None
-    if body.count(b"\n") != len(values) - 1:
-        return None  # a value with its own newline: lines would not be values
+    body = b'}\n{"v":'.join(values)  # no value holds a line break (see _arrow_safe)
+    if not body.isascii():  # Arrow reads strings without checking their UTF-8
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return None
     try:
         wrapped = pj.read_json(pa.py_buffer(b'{"v":' + body + b"}"), parse_options=_PARSE)
-    except (pa.ArrowException, ValueError):  # includes bad UTF-8 (UnicodeDecodeError)
+    except Exception:  # any failure to parse: bad UTF-8, wrong types, not one value...
         return None
     if wrapped.num_rows != len(values):
         return None
@@ -206,8 +274,9 @@ def _try_parse(values) -> pa.Table | None:
     return pa.table({f.name: pc.struct_field(inner, f.name) for f in JSON_SCHEMA})
 
 
-def _typed_tables(parsed: pa.Table, tables: dict[str, list]) -> list[int]:
-    """Split parsed rows by type into landed tables; returns the rows that fail a check."""
+def _typed_tables(parsed: pa.Table, tables: dict[str, list], quotes: np.ndarray) -> list[int]:
+    """Split parsed rows by type into landed tables; returns the rows that fail a check
+    (``quotes``: the count of ``"`` in each value of the batch)."""
     etype = parsed.column("event_type")
     known = pc.fill_null(pc.is_in(etype, value_set=pa.array(list(SCHEMAS))), False)
     doubtful = [pc.invert(known)]
@@ -216,7 +285,8 @@ def _typed_tables(parsed: pa.Table, tables: dict[str, list]) -> list[int]:
         if not pc.any(of_type).as_py():
             continue
         rows = parsed.filter(of_type)
-        ok = _checks(rows, schema)
+        canonical = quotes[rows.column(ROW).to_numpy()] == _QUOTES[name]
+        ok = pc.and_(_checks(rows, schema), pa.array(canonical))
         doubtful.append(_scatter(of_type, pc.invert(ok)))
         good = rows.filter(ok)
         if good.num_rows:
@@ -304,3 +374,24 @@ def _landed(event_type: str, rows: pa.Table) -> pa.Table:
     cols.append(rows.column(ROW))
     names.append(ROW)
     return pa.Table.from_arrays(cols, schema=LANDED[event_type].append(pa.field(ROW, pa.int64())))
+
+
+def landed_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -> pa.Table:
+    """Valid events as ``(event, parsed timestamp, partition, offset)`` to a landed table,
+    as the ETL writes it (for crafted data in tests and examples)."""
+    table = to_table(event_type, [(e, ts, i) for i, (e, ts, _, _) in enumerate(rows)])
+    return with_lineage(table, [p for _, _, p, _ in rows], [o for _, _, _, o in rows])
+
+
+def to_frames(values) -> tuple[dict[str, Any], dict[str, int]]:
+    """Raw values to one pandas DataFrame per event type in the landed columns (typed, UTC
+    timestamps, ``origin``/``dest`` split into ``*_lat``/``*_lon``), plus a count of the
+    values that broke the contract, by reason. Nothing is dropped silently."""
+    decoded = decode_batch(list(values))
+    frames = {
+        etype: table.drop_columns([ROW]).to_pandas() for etype, table in decoded.tables.items()
+    }
+    rejected: dict[str, int] = {}
+    for _, reason, _ in decoded.rejected:
+        rejected[reason] = rejected.get(reason, 0) + 1
+    return frames, rejected

@@ -36,10 +36,16 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "prefix": ("RIDEMATCH_PREFIX",),
 }
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# The embedded stack's Redis password, kept in the secrets file beside the S3 keys.
+REDIS_PASSWORD_KEY = "RIDEMATCH_REDIS_PASSWORD"
 
 
 class ConfigError(ValueError):
     """A params file or setting is missing or malformed; the message names file and key."""
+
+
+class ParameterError(ValueError):
+    """A wrong parameter of a stage or command; the message names it and what it must be."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,8 @@ class Settings:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     stack: StackSettings | None = None
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # Feast's offline store and batch engine, when the profile picks them (ridematch_nb.offline)
+    feast: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def kafka_port(self) -> int:
@@ -84,6 +92,18 @@ class Settings:
     def redis_port(self) -> int:
         return urlparse(self.redis_url).port or 6379
 
+    @property
+    def redis_address(self) -> str:
+        """The Redis URL for messages: its password, if any, masked."""
+        if not self.redis_password:
+            return self.redis_url
+        parts = urlparse(self.redis_url)
+        return parts._replace(netloc=":***@" + parts.netloc.rsplit("@", 1)[-1]).geturl()
+
+    @property
+    def redis_password(self) -> str | None:
+        return urlparse(self.redis_url).password
+
     def s3_credentials(self) -> tuple[str, str]:
         """The S3 key pair, or a clear error saying where keys come from."""
         if not (self.aws_access_key_id and self.aws_secret_access_key):
@@ -94,17 +114,30 @@ class Settings:
             )
         return self.aws_access_key_id, self.aws_secret_access_key
 
-    def storage_options(self) -> dict[str, Any]:
-        """Keyword arguments for s3fs / pandas / pyarrow to reach the configured S3."""
-        key, secret = self.s3_credentials()
-        return {
-            "key": key,
-            "secret": secret,
-            "client_kwargs": {"endpoint_url": self.s3_endpoint, "region_name": self.s3_region},
-        }
-
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def redis_url_with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` for the default user (any password it had replaced)."""
+    from urllib.parse import quote
+
+    parts = urlparse(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f":{quote(password, safe='')}@{host}").geturl()
+
+
+def with_stack_redis_password(
+    settings: Settings, secrets: Mapping[str, str], env: Mapping[str, str] | None = None
+) -> Settings:
+    """The embedded stack's Redis password from its secrets, for the profile's own Redis
+    URL: RIDEMATCH_REDIS_URL names a server of the user's and is taken as it is, and a
+    URL that brings a password keeps it."""
+    env = os.environ if env is None else env
+    password = secrets.get(REDIS_PASSWORD_KEY)
+    if not password or settings.redis_password or env.get("RIDEMATCH_REDIS_URL"):
+        return settings
+    return settings.with_overrides(redis_url=redis_url_with_password(settings.redis_url, password))
 
 
 def _port(hostport: str, key: str) -> int:
@@ -202,8 +235,8 @@ def load_settings(
 
     secrets_file = resolve_path(svc["secrets_file"]) if svc.get("secrets_file") else None
     keys = {k: env.get(k) for k in SECRET_KEYS}
-    if secrets_file is not None:
-        keys.update({k: v for k, v in read_env_file(secrets_file).items() if k in SECRET_KEYS})
+    secrets = read_env_file(secrets_file) if secrets_file is not None else {}
+    keys.update({k: v for k, v in secrets.items() if k in SECRET_KEYS})
     for k in SECRET_KEYS:
         if env.get(f"RIDEMATCH_{k}"):
             keys[k] = env[f"RIDEMATCH_{k}"]
@@ -224,6 +257,9 @@ def load_settings(
     notebooks = params.get("notebooks") or {}
     if not isinstance(notebooks, dict):
         raise ConfigError(f"params file {file}: 'notebooks' should map notebook names to params")
+    feast = params.get("feast") or {}
+    if not isinstance(feast, dict):
+        raise ConfigError(f"params file {file}: 'feast' should be a mapping (offline_store, ...)")
     settings = Settings(
         **values,
         params_file=file,
@@ -232,7 +268,9 @@ def load_settings(
         aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
         stack=stack,
         notebooks=notebooks,
+        feast=feast,
     )
+    settings = with_stack_redis_password(settings, secrets, env)
     settings.kafka_port  # noqa: B018 - validate endpoints early, naming the key
     settings.s3_port  # noqa: B018
     return settings

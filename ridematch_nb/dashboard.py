@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from ridematch_nb.config import Settings
 from ridematch_nb.etl import DEFAULT_GROUP as ETL_GROUP
 from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES, LAT_RANGE, LON_RANGE
-from ridematch_nb.features import PUSH_GROUP
 from ridematch_nb.live import Background, apply_features
+from ridematch_nb.online import PUSH_GROUP
 from ridematch_nb.watch import HOT_SPOTS, Watcher
 
 log = logging.getLogger(__name__)

@@ -25,27 +25,23 @@ import queue
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from operator import attrgetter
 
 import numpy as np
-import pyarrow as pa
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
-from ridematch_nb.columnar import to_table as _typed_rows
-from ridematch_nb.config import Settings
-from ridematch_nb.etl_writer import REJECTED_SCHEMA, SCHEMAS_ARROW, WriterProcess, with_lineage
-from ridematch_nb.events import SCHEMAS
+from ridematch_nb.config import ParameterError, Settings
+from ridematch_nb.etl_writer import WriterProcess
 from ridematch_nb.kafka_io import (
-    _connect,
     group_consumer,
-    poll_through_outages,
+    polls,
+    reset_group_offsets,
     stop_on_sigterm,
 )
-from ridematch_nb.storage import PENDING, REJECTED, Lake, dataset_prefix, lake_path, pending_key
+from ridematch_nb.storage import Lake, dataset_prefix, forget_topic_files, pending_key
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +50,6 @@ MODES = ("drain", "follow")
 # the fields of a ConsumerRecord the writer needs (attrgetter: the cheapest way to copy)
 _VALUE, _KEY = attrgetter("value"), attrgetter("key")
 _TIMESTAMP, _OFFSET = attrgetter("timestamp"), attrgetter("offset")
-__all__ = ["ETL", "REJECTED_SCHEMA", "SCHEMAS_ARROW", "ETLSummary", "forget", "run", "to_table"]
-
-
-def to_table(event_type: str, rows: list[tuple[dict, datetime, int, int]]) -> pa.Table:
-    """Valid events as ``(event, parsed timestamp, partition, offset)`` to a landed table,
-    as the ETL writes it (for crafted data in tests and examples)."""
-    table = _typed_rows(event_type, [(e, ts, i) for i, (e, ts, _, _) in enumerate(rows)])
-    return with_lineage(table, [p for _, _, p, _ in rows], [o for _, _, _, o in rows])
 
 
 @dataclass
@@ -120,14 +108,22 @@ class ETL:
         topic: str | None = None,
     ) -> None:
         if roll_records < 1:
-            raise ValueError(f"parameter roll_records={roll_records!r} must be >= 1")
+            raise ParameterError(f"parameter roll_records={roll_records!r} must be >= 1")
         if roll_event_s <= 0:
-            raise ValueError(f"parameter roll_event_s={roll_event_s!r} must be positive")
+            raise ParameterError(f"parameter roll_event_s={roll_event_s!r} must be positive")
         self.settings, self.group = settings, group
         self.prefix = dataset_prefix(settings, prefix)
         self.topic = topic or settings.topic
         self.roll_records, self.roll_event_s = roll_records, roll_event_s
         self.writer = WriterProcess(settings, self.prefix, self.topic, roll_records, roll_event_s)
+        try:
+            self._join(settings, group)
+        except BaseException:
+            self.writer.close()  # a half-built worker must not leave its writer running
+            raise
+
+    def _join(self, settings: Settings, group: str) -> None:
+        """The worker's state and its membership of the group (may fail: no broker)."""
         self.lake = Lake(settings)
         self.to_clean: set[int] = set()
         self.revoked: set[int] = set()
@@ -285,7 +281,7 @@ class ETL:
     ) -> ETLSummary:
         """Consume and land until done (drain) or until Ctrl+C / SIGTERM (follow)."""
         if mode not in MODES:
-            raise ValueError(f"parameter mode={mode!r} must be one of {MODES}")
+            raise ParameterError(f"parameter mode={mode!r} must be one of {MODES}")
         self.summary.mode = mode
         t0 = self.t0 = time.perf_counter()
         try:
@@ -303,9 +299,7 @@ class ETL:
 
     def _loop(self, mode, idle_s, max_records, join_timeout_s, stop, bar) -> None:
         quiet_since, joined_by = time.monotonic(), time.monotonic() + join_timeout_s
-        outage: dict = {}
-        while not stop["now"]:
-            batch = poll_through_outages(self.consumer, self.settings, outage)
+        for batch in polls(self.consumer, self.settings, stop):
             self._drop_revoked()
             rewound = self._take_assignment()
             self._settle()  # commit what the writer finished since the last poll
@@ -370,7 +364,8 @@ def run(
     topic: str | None = None,
     progress: bool = True,
 ) -> ETLSummary:
-    """Run one ETL worker to completion (the notebook's and CLI's entry point)."""
+    """Run one ETL worker to completion (the notebook's and CLI's entry point). Nothing is
+    left running whatever fails: a worker that cannot join stops its writer itself."""
     etl = ETL(
         settings,
         group=group,
@@ -392,34 +387,10 @@ def forget(
     group: str = DEFAULT_GROUP,
     prefix: str | None = None,
 ) -> int:
-    """Forget what the ETL derived from an earlier incarnation of ``topic``: its landed and
-    rejected files and pending manifests, and the group's offsets (reset to 0). A recreated
-    topic starts again at offset 0, so stale offsets and files would hide or double records.
-    Returns the number of objects deleted."""
-    lake = Lake(settings)
-    prefix = dataset_prefix(settings, prefix)
-    stale = [
-        key
-        for area in [*SCHEMAS, REJECTED, f"{PENDING}/{topic}"]
-        for key in lake.keys(lake_path(prefix, area) + "/")
-        if area.startswith(PENDING) or key.rsplit("/", 1)[1].startswith(f"{topic}+")
-    ]
-    lake.delete(stale)
-    consumer = _connect(
-        settings,
-        lambda: KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            bootstrap_timeout_ms=3000,
-        ),
-        attempts=1,
-        backoff_s=0,
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        consumer.commit({tp: OffsetAndMetadata(0, None, -1) for tp in tps})
-    finally:
-        consumer.close()
-    return len(stale)
+    """Forget what the ETL derived from an earlier incarnation of ``topic``: its files in
+    the lake and the group's offsets. Whoever recreates the topic calls this: a recreated
+    topic starts again at offset 0, so stale offsets and files would hide or double
+    records. Returns the number of objects deleted."""
+    removed = forget_topic_files(settings, topic, prefix)
+    reset_group_offsets(settings, group, topic, partitions)
+    return removed

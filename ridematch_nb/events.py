@@ -20,6 +20,10 @@ VEHICLES = ("sedan", "suv", "xl")
 LAT_RANGE = (40.45, 41.00)
 LON_RANGE = (-74.30, -73.65)
 
+# Every event of the contract fits in a few hundred bytes; a value beyond this is refused
+# before parsing (a consumer's memory and time per value stay bounded).
+MAX_VALUE_BYTES = 64 * 1024
+
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -127,6 +131,16 @@ def parse_ts(value: str) -> datetime:
         raise InvalidEvent("bad_timestamp", f"{value!r} is not a real date and time") from None
 
 
+def _encodable(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON's ``\\ud800``), which no
+    UTF-8 file can store."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check(name: str, spec: Field, value: Any) -> None:
     kind = spec.kind
     if kind == "timestamp":
@@ -150,20 +164,25 @@ def _check(name: str, spec: Field, value: Any) -> None:
         return
     if kind == "str":
         if not isinstance(value, str) or not value:
-            raise InvalidEvent("bad_field", f"{name}={value!r} is not a non-empty string")
+            raise InvalidEvent("bad_field", f"{name}={_short(value)} is not a non-empty string")
+        if not value.isascii() and not _encodable(value):
+            raise InvalidEvent("bad_field", f"{name}={_short(value)} is not valid Unicode")
         if spec.choices and value not in spec.choices:
             raise InvalidEvent("bad_field", f"{name}={value!r} not in {spec.choices}")
         return
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if not numeric or (kind == "int" and not float(value).is_integer()):
-        raise InvalidEvent("bad_field", f"{name}={value!r} is not a {kind}")
-    if not math.isfinite(value):
+    if not numeric:
+        raise InvalidEvent("bad_field", f"{name}={_short(value)} is not a {kind}")
+    # floats only: a JSON integer may have thousands of digits, too many for a float
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidEvent("bad_field", f"{name}={value!r} is not finite")
+    if kind == "int" and isinstance(value, float) and not value.is_integer():
+        raise InvalidEvent("bad_field", f"{name}={value!r} is not a {kind}")
     if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
         reason = (
             "out_of_range" if name in ("lat", "lon", "driver_lat", "driver_lon") else "bad_field"
         )
-        raise InvalidEvent(reason, f"{name}={value!r} outside [{spec.low}, {spec.high}]")
+        raise InvalidEvent(reason, f"{name}={_short(value)} outside [{spec.low}, {spec.high}]")
 
 
 def validate(event: Any) -> str:
@@ -182,15 +201,56 @@ def validate(event: Any) -> str:
     return etype
 
 
-def decode(raw: bytes | None) -> dict[str, Any]:
-    """Bytes from Kafka to a validated event dict (raises InvalidEvent with a reason)."""
-    if raw is None:
-        raise InvalidEvent("not_json", "null value (a tombstone)")
+def _short(value: Any, limit: int = 80) -> str:
+    """A value for an error message, cut short (a hostile value may be huge)."""
     try:
-        event = json.loads(raw)
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python will print
+        text = f"<{type(value).__name__} too long to print>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook that refuses repeated names: which of two values is meant is a
+    guess (json keeps the last, other readers the first), so such an event is refused."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [k for k, _ in pairs]
+        twice = sorted({k for k in names if names.count(k) > 1})
+        raise InvalidEvent("duplicate_field", ", ".join(map(repr, twice))[:120])
+    return obj
+
+
+def _not_a_number(constant: str) -> float:
+    raise InvalidEvent("not_json", f"{constant} is not a JSON number")
+
+
+def decode(raw: bytes | None) -> dict[str, Any]:
+    """Bytes from Kafka to a validated event dict; anything else raises InvalidEvent.
+
+    Any value at all is data here, never a reason to crash: every failure, whatever
+    the decoder raises, becomes an InvalidEvent with a reason code.
+    """
+    if raw is None:
+        raise InvalidEvent("tombstone", "null value")
+    if len(raw) > MAX_VALUE_BYTES:
+        raise InvalidEvent("too_large", f"{len(raw)} bytes, more than {MAX_VALUE_BYTES}")
+    try:
+        event = json.loads(raw, object_pairs_hook=_unique_pairs, parse_constant=_not_a_number)
+    except InvalidEvent:
+        raise
+    except RecursionError:
+        raise InvalidEvent("too_deep", "nested deeper than the parser's stack allows") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent("not_json", str(exc)[:120]) from None
-    validate(event)
+    except Exception as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidEvent("not_json", f"{type(exc).__name__}: {exc}"[:120]) from None
+    try:
+        validate(event)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a check that met a value it did not foresee
+        raise InvalidEvent("undecodable", f"{type(exc).__name__}: {exc}"[:120]) from None
     return event
 
 
@@ -201,30 +261,3 @@ def encode(event: dict[str, Any]) -> bytes:
 
 def key_of(event: dict[str, Any]) -> bytes:
     return str(event[KEY_FIELD[event["event_type"]]]).encode()
-
-
-def to_frames(values) -> tuple[dict[str, Any], dict[str, int]]:
-    """Raw values to one pandas DataFrame per event type (timestamps as UTC), plus a count
-    of values that broke the contract, by reason. Nothing is dropped silently."""
-    import pandas as pd
-
-    rows: dict[str, list[dict]] = {t: [] for t in EVENT_TYPES}
-    rejected: dict[str, int] = {}
-    for raw in values:
-        try:
-            event = decode(raw)
-        except InvalidEvent as exc:
-            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-            continue
-        rows[event["event_type"]].append(event)
-    frames = {}
-    for etype, items in rows.items():
-        df = pd.DataFrame(items, columns=list(SCHEMAS[etype]))
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-        for point in ("origin", "dest"):
-            if point in df:
-                df[[f"{point}_lat", f"{point}_lon"]] = pd.DataFrame(
-                    df.pop(point).tolist() or None, index=df.index, columns=["lat", "lon"]
-                )
-        frames[etype] = df
-    return frames, rejected

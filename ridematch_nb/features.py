@@ -17,19 +17,18 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from ridematch_nb import offline
 from ridematch_nb.config import PROJECT_ROOT, Settings
+from ridematch_nb.redis_io import check_redis
 from ridematch_nb.storage import read_dataset
 
 log = logging.getLogger(__name__)
 
 REPO = PROJECT_ROOT / "feature_repo"
 FEATURE_SERVICE = "driver_match_v1"
-ONLINE_FEATURES = ["lat", "lon", "status", "accept_rate_7d", "avg_response_ms"]
+# The features of driver_match_v1 (feature_repo/), as the store serves them.
+STORE_FEATURES = ["lat", "lon", "status", "accept_rate_7d", "avg_response_ms"]
 PUSH_SOURCE = "driver_updates_push"
-
-
-class FeatureStoreUnavailable(RuntimeError):
-    """Redis (online) or S3 (offline) cannot be reached; names which and the fix."""
 
 
 def project_name(settings: Settings) -> str:
@@ -65,6 +64,7 @@ def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": key,
         "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_DEFAULT_REGION": settings.s3_region,
+        **offline.feast_env(settings),  # the profile's offline store and batch engine
     }
 
 
@@ -76,6 +76,7 @@ def store(settings: Settings, project: str | None = None):
 
     quiet_third_party_warnings()
     os.environ.update(feast_env(settings, project))
+    offline.use_duckdb(settings)  # DuckDB reads the lake with the packaged httpfs
     return FeatureStore(repo_path=str(REPO))
 
 
@@ -103,18 +104,6 @@ def apply(settings: Settings, project: str | None = None):
     fs = store(settings, project)
     fs.apply(repo_objects())
     return fs
-
-
-def check_redis(settings: Settings) -> None:
-    from ridematch_nb.stack import redis_check
-
-    try:
-        redis_check(settings.redis_url)
-    except Exception as exc:
-        raise FeatureStoreUnavailable(
-            f"Redis (online store) at {settings.redis_url} is not reachable ({exc}).\n"
-            "  fix: start the local stack with `make stack-up`"
-        ) from None
 
 
 def event_time_range(settings: Settings) -> tuple[datetime, datetime] | None:
@@ -146,7 +135,7 @@ def materialize(fs, settings: Settings) -> dict:
     views = fs.list_feature_views()
     done = [v.most_recent_end_time for v in views if v.most_recent_end_time]
     newest = latest_offline(settings).sort_values("timestamp").index[-1:].tolist()
-    online_empty = online(fs, newest)[ONLINE_FEATURES].isna().all(axis=None)
+    online_empty = online(fs, newest)[STORE_FEATURES].isna().all(axis=None)
     if len(done) == len(views) and span[0] <= min(done) <= end and not online_empty:
         start = min(done)
         fs.materialize_incremental(end_date=end)
@@ -161,6 +150,14 @@ def online(fs, driver_ids: list[str], features: list[str] | None = None) -> pd.D
     refs = fs.get_feature_service(FEATURE_SERVICE) if features is None else features
     rows = [{"driver_id": d} for d in driver_ids]
     return fs.get_online_features(features=refs, entity_rows=rows).to_df()
+
+
+def online_coverage(fs, driver_ids: list[str]) -> float:
+    """Share of the drivers for whom the online store serves every feature."""
+    if not driver_ids:
+        return 0.0
+    values = online(fs, driver_ids)[STORE_FEATURES]
+    return round(float(values.notna().all(axis=1).mean()), 4)
 
 
 def latest_offline(settings: Settings, driver_ids: list[str] | None = None) -> pd.DataFrame:
@@ -188,7 +185,7 @@ def verify(fs, settings: Settings, driver_ids: list[str]) -> pd.DataFrame:
     off = latest_offline(settings, driver_ids)
     rows = []
     for driver in driver_ids:
-        for feat in ONLINE_FEATURES:
+        for feat in STORE_FEATURES:
             a = on.at[driver, feat] if driver in on.index else None
             b = off.at[driver, feat] if driver in off.index else None
             same = values_equal(a, b)
@@ -204,174 +201,9 @@ def verify(fs, settings: Settings, driver_ids: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def push_driver_updates(fs, events: pd.DataFrame) -> int:
-    """Write the newest driver state straight into the online store (between batches)."""
-    from feast.data_source import PushMode
-
-    cols = ["driver_id", "timestamp", *ONLINE_FEATURES]
-    fs.push(PUSH_SOURCE, events[cols], to=PushMode.ONLINE)
-    return len(events)
-
-
-PUSH_GROUP = "ridematch-online-push"
-
-
-def stream_to_online(
-    settings: Settings,
-    fs,
-    mode: str = "follow",
-    group: str = PUSH_GROUP,
-    from_beginning: bool = False,
-    idle_s: float = 5.0,
-    max_records: int | None = None,
-    topic: str | None = None,
-) -> dict:
-    """Keep the online store fresh between materializations: read driver updates from the
-    topic and push each poll's newest state per driver straight into Redis (and into the
-    geo index of idle drivers that matching searches).
-
-    Its own consumer group, so it neither waits for nor disturbs the ETL. Older values
-    never overwrite newer ones online (the store compares event times), so replays and
-    late materializations are harmless. ``drain`` stops when caught up and quiet.
-    """
-    import time
-
-    import redis
-
-    from ridematch_nb.kafka_io import (
-        caught_up,
-        group_consumer,
-        poll_through_outages,
-        stop_on_sigterm,
-    )
-    from ridematch_nb.matching import update_index
-
-    check_redis(settings)
-    index = redis.Redis.from_url(settings.redis_url)
-    consumer = group_consumer(settings, group, topic, from_beginning=from_beginning)
-    counts = {"read": 0, "pushed": 0, "skipped": 0}
-    quiet_since = time.monotonic()
-    try:
-        with stop_on_sigterm() as stop:
-            outage: dict = {}
-            while not stop["now"]:
-                batch = poll_through_outages(consumer, settings, outage, timeout_ms=200)
-                if not batch:
-                    assigned = consumer.assignment()
-                    quiet = time.monotonic() - quiet_since >= idle_s
-                    if mode == "drain" and assigned and caught_up(consumer, assigned) and quiet:
-                        break
-                    continue
-                quiet_since = time.monotonic()
-                frame = _newest_driver_states(batch, counts)
-                if len(frame):
-                    counts["pushed"] += push_driver_updates(fs, frame)
-                    update_index(index, fs.project, frame)
-                consumer.commit()
-                if max_records and counts["read"] >= max_records:
-                    break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        consumer.close()
-    return counts
-
-
-def _newest_driver_states(batch: dict, counts: dict) -> pd.DataFrame:
-    """The newest valid driver_update per driver in one poll (others counted, not pushed)."""
-    from ridematch_nb.events import InvalidEvent, decode
-
-    newest: dict[str, dict] = {}
-    for records in batch.values():
-        for record in records:
-            counts["read"] += 1
-            try:
-                event = decode(record.value)
-            except InvalidEvent:
-                counts["skipped"] += 1
-                continue
-            if event["event_type"] != "driver_update":
-                continue
-            seen = newest.get(event["driver_id"])
-            if seen is None or event["timestamp"] >= seen["timestamp"]:
-                newest[event["driver_id"]] = event
-    frame = pd.DataFrame(list(newest.values()))
-    if len(frame):
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    return frame
-
-
 def require_match(check: pd.DataFrame) -> None:
     """Fail loudly when an online value differs from the lake's newest row."""
     bad = check[~check["match"]]
     if len(bad):
         sample = bad.head(5).to_dict(orient="records")
         raise ValueError(f"{len(bad)} online values differ from the lake, e.g. {sample}")
-
-
-class OnlineReader:
-    """The feature service's online values for many drivers in one Redis round trip.
-
-    Why not ``get_online_features``: for 50 drivers Feast spends about 2 ms in Python
-    (entity protos, one pipeline per feature view, response protos) around 0.4 ms of
-    Redis. This reads the very hashes Feast's Redis store writes (key: serialized
-    entity key + project; field: murmur3 of ``view:feature``), all views of all drivers
-    in one pipeline, and decodes each value proto once. Entity keys are cached, since
-    the same drivers come back request after request. A test holds it equal to
-    ``get_online_features``; the layout comes from Feast's own helpers, so a Feast
-    upgrade that changed it fails that test instead of serving nulls.
-    """
-
-    def __init__(self, fs, settings: Settings, service: str = FEATURE_SERVICE) -> None:
-        import redis
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
-
-        self._serialize = serialize_entity_key
-        self._version = fs.config.entity_key_serialization_version
-        self._project = fs.project.encode()
-        versioning = fs.config.registry.enable_online_feature_view_versioning
-        self.names, self._fields = [], []
-        for projection in fs.get_feature_service(service).feature_view_projections:
-            view = compute_versioned_name(fs.get_feature_view(projection.name), versioning)
-            for feat in projection.features:
-                self.names.append(feat.name)
-                self._fields.append(_mmh3(f"{view}:{feat.name}"))
-        self.redis = redis.Redis.from_url(settings.redis_url)
-        self._keys: dict[str, bytes] = {}
-
-    def _key(self, driver_id: str) -> bytes:
-        key = self._keys.get(driver_id)
-        if key is None:
-            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-            from feast.protos.feast.types.Value_pb2 import Value
-
-            entity = EntityKey(join_keys=["driver_id"], entity_values=[Value(string_val=driver_id)])
-            key = self._serialize(entity, entity_key_serialization_version=self._version)
-            key = self._keys[driver_id] = key + self._project
-        return key
-
-    def columns(self, driver_ids: list[str]) -> dict[str, list]:
-        """``{"driver_id": [...], feature: [...]}``, None where a driver has no value."""
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        pipe = self.redis.pipeline(transaction=False)
-        for driver in driver_ids:
-            pipe.hmget(self._key(driver), self._fields)
-        replies = pipe.execute()
-        out: dict[str, list] = {"driver_id": list(driver_ids)}
-        for i, name in enumerate(self.names):
-            values = []
-            for reply in replies:
-                raw = reply[i]
-                if raw is None:
-                    values.append(None)
-                    continue
-                proto = Value.FromString(raw)
-                kind = proto.WhichOneof("val")
-                values.append(getattr(proto, kind) if kind else None)
-            out[name] = values
-        return out
-
-    def frame(self, driver_ids: list[str]) -> pd.DataFrame:
-        return pd.DataFrame(self.columns(driver_ids))

@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
-from ridematch_nb import etl
-from ridematch_nb.config import Settings
+from ridematch_nb.config import ParameterError, Settings
 from ridematch_nb.events import encode, format_ts, key_of
 from ridematch_nb.kafka_io import Delivery, Publisher, connect_producer, ensure_topic
 from ridematch_nb.sim import World, WorldParams
@@ -149,22 +148,19 @@ def backfill(
     """Simulate ``hours`` from ``params.start`` and publish every event.
 
     ``reset_topic`` recreates the topic first, so the topic holds exactly this history
-    (a rerun with the same seed then yields the same topic, not a second copy), and
-    makes the ETL forget the old history (its landed files and group offsets).
+    (a rerun with the same seed then yields the same topic, not a second copy). What
+    consumers derived from the old topic is theirs to forget (``etl.forget``).
     """
     if hours <= 0:
-        raise ValueError(f"parameter hours={hours!r} must be positive")
+        raise ParameterError(f"parameter hours={hours!r} must be positive")
     topic = topic or settings.topic
     start, ticks = World(params).t, round(hours * 3600)
     child, receive = _simulator(params, ticks)  # forked before any client thread starts
     try:
         pub = Publisher(connect_producer(settings), topic)
-        parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
-        if reset_topic:
-            removed = etl.forget(settings, topic, parts)
-            log.info("reset %s: removed %d landed objects of its earlier history", topic, removed)
-        t0 = time.perf_counter()
-        try:
+        try:  # the producer is closed whatever fails from here on
+            parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
+            t0 = time.perf_counter()
             with tqdm(
                 total=ticks,
                 unit="sim-s",
@@ -216,7 +212,7 @@ def run(
         return backfill(settings, params, hours, partitions=partitions, reset_topic=reset_topic)
     if mode == "realtime":
         return realtime(settings, params, seconds=seconds, partitions=partitions)
-    raise ValueError(f"parameter mode={mode!r} must be 'backfill' or 'realtime'")
+    raise ParameterError(f"parameter mode={mode!r} must be 'backfill' or 'realtime'")
 
 
 def progress_line(batch: int, sent_now: int, delivery: Delivery) -> str:
@@ -240,7 +236,11 @@ def realtime(
     topic = topic or settings.topic
     say(f"📡 Connecting to Kafka at {settings.kafka_bootstrap}...")
     pub = Publisher(connect_producer(settings), topic)
-    parts = ensure_topic(settings, topic, partitions)
+    try:
+        parts = ensure_topic(settings, topic, partitions)
+    except BaseException:
+        pub.close()
+        raise
     say("✅ Connected to Kafka!")
     say(f"📨 Sending events to topic: {topic}")
     say("✅ Generating events... (Ctrl+C to stop)")

@@ -25,8 +25,19 @@ from kafka.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from kafka.structs import OffsetAndMetadata
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from ridematch_nb.config import Settings
+from ridematch_nb.events import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,10 @@ class KafkaUnavailable(RuntimeError):
     """The broker cannot be reached; the message names the address and the fix."""
 
 
+class TopicResetError(RuntimeError):
+    """A topic could not be recreated empty: appending would mix two histories."""
+
+
 def _unavailable(settings: Settings, attempts: int, exc: Exception) -> KafkaUnavailable:
     return KafkaUnavailable(
         f"Kafka at {settings.kafka_bootstrap} is not reachable after {attempts} attempt"
@@ -59,22 +74,27 @@ def _unavailable(settings: Settings, attempts: int, exc: Exception) -> KafkaUnav
 
 def _connect(settings: Settings, make, attempts: int, backoff_s: float):
     """Call ``make()`` until the broker answers, ``attempts`` times at most."""
-    last: Exception | None = None
-    for attempt in range(1, attempts + 1):
-        try:
-            return make()
-        except KafkaError as exc:
-            last = exc
-            log.warning(
-                "Kafka at %s: attempt %d/%d failed (%s)",
-                settings.kafka_bootstrap,
-                attempt,
-                attempts,
-                exc,
-            )
-            if attempt < attempts:
-                time.sleep(backoff_s)
-    raise _unavailable(settings, attempts, last)
+
+    def warn(state: RetryCallState) -> None:
+        log.warning(
+            "Kafka at %s: attempt %d/%d failed (%s)",
+            settings.kafka_bootstrap,
+            state.attempt_number,
+            attempts,
+            state.outcome.exception(),
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(KafkaError),
+        stop=stop_after_attempt(attempts),
+        wait=wait_fixed(backoff_s),
+        after=warn,
+    )
+    try:
+        return retrying(make)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise _unavailable(settings, attempts, last) from last
 
 
 def connect_producer(
@@ -124,27 +144,43 @@ def group_consumer(
 OUTAGE_GIVE_UP_S = 120.0
 
 
-def poll_through_outages(
-    consumer: KafkaConsumer, settings: Settings, outage: dict, timeout_ms: int = 500
-) -> dict:
-    """``consumer.poll`` that treats a broker it cannot reach (a restart) as an empty
-    poll and retries, instead of ending the loop; after ``OUTAGE_GIVE_UP_S`` of
-    continuous failure it raises KafkaUnavailable. ``outage`` keeps the state between
-    calls (kafka-python 3.0 raises connection errors out of poll while it reconnects)."""
-    try:
-        batch = consumer.poll(timeout_ms=timeout_ms)
-    except (KafkaConnectionError, KafkaTimeoutError) as exc:
-        now = time.monotonic()
-        since = outage.setdefault("since", now)
-        if now == since:
+def polls(
+    consumer: KafkaConsumer, settings: Settings, stop: dict | None = None, timeout_ms: int = 500
+) -> Iterator[dict]:
+    """The one consume loop of the project: every poll of ``consumer`` (empty ones too, so
+    the caller can keep house between fetches) until ``stop["now"]`` turns True or the
+    caller breaks out. The ETL, the push loop, check-events, notebook 02's read and the
+    bench all consume through it.
+
+    A broker that cannot be reached (a restart: kafka-python 3.0 raises connection
+    errors out of poll while it reconnects) is retried every second, for
+    ``OUTAGE_GIVE_UP_S`` at most, then KafkaUnavailable; a stop request ends the wait."""
+
+    def stopping(_state: RetryCallState | None = None) -> bool:
+        return bool(stop and stop["now"])
+
+    def warn(state: RetryCallState) -> None:
+        if state.attempt_number == 1:
+            exc = state.outcome.exception()
             log.warning("Kafka at %s unreachable (%s); retrying", settings.kafka_bootstrap, exc)
-        if now - since > OUTAGE_GIVE_UP_S:
-            raise _unavailable(settings, 1, exc) from None
-        time.sleep(1.0)
-        return {}
-    if outage.pop("since", None) is not None:
-        log.info("Kafka at %s reachable again", settings.kafka_bootstrap)
-    return batch
+
+    retrying = Retrying(
+        retry=retry_if_exception_type((KafkaConnectionError, KafkaTimeoutError)),
+        stop=stop_after_delay(OUTAGE_GIVE_UP_S) | stopping,
+        wait=wait_fixed(1.0),
+        before_sleep=warn,
+    )
+    while not stopping():
+        try:
+            batch = retrying(consumer.poll, timeout_ms=timeout_ms)
+        except RetryError as exc:
+            if stopping():
+                return
+            last = exc.last_attempt.exception()
+            raise _unavailable(settings, 1, last) from last
+        if retrying.statistics.get("attempt_number", 1) > 1:
+            log.info("Kafka at %s reachable again", settings.kafka_bootstrap)
+        yield batch
 
 
 @contextlib.contextmanager
@@ -177,21 +213,87 @@ def admin_client(settings: Settings, attempts: int = 1) -> KafkaAdminClient:
     )
 
 
-def ensure_topic(settings: Settings, topic: str, partitions: int, reset: bool = False) -> int:
-    """Create the topic if missing (``reset`` deletes it first); returns its partition count."""
+def kafka_check(bootstrap: str, timeout_s: float = 3.0) -> list[str]:
+    """Topics the broker lists; raises if it does not answer the Kafka protocol."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        return admin.list_topics()
+    finally:
+        admin.close()
+
+
+def ensure_topic(
+    settings: Settings,
+    topic: str,
+    partitions: int,
+    reset: bool = False,
+    delete_timeout_s: float = 30.0,
+) -> int:
+    """Create the topic if missing (``reset`` deletes it first); returns its partition count.
+
+    A reset either gives a new, empty topic or raises TopicResetError: a topic that
+    outlives its deletion would silently append the new history to the old one."""
     admin = admin_client(settings)
     try:
-        if reset and topic in admin.list_topics():
-            admin.delete_topics([topic])
-            deadline = time.monotonic() + 30
-            while topic in admin.list_topics() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        with contextlib.suppress(TopicAlreadyExistsError):
+        if reset:
+            delete_topic(admin, topic, delete_timeout_s)
+        try:
             admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        except TopicAlreadyExistsError as exc:
+            if reset:
+                raise TopicResetError(
+                    f"topic {topic!r} on {settings.kafka_bootstrap} was deleted but exists "
+                    "again: another client recreated it; run the reset again"
+                ) from exc
         described = admin.describe_topics([topic])[0]
         return len(described["partitions"])
     finally:
         admin.close()
+
+
+def delete_topic(admin, topic: str, timeout_s: float = 30.0, poll_s: float = 0.2) -> None:
+    """Delete ``topic`` if it exists and wait until the broker no longer lists it;
+    TopicResetError when it is still listed after ``timeout_s``."""
+    if topic not in admin.list_topics():
+        return
+    admin.delete_topics([topic])
+    deadline = time.monotonic() + timeout_s
+    while topic in admin.list_topics():
+        if time.monotonic() >= deadline:
+            raise TopicResetError(
+                f"topic {topic!r} is still listed {timeout_s:.0f} s after its deletion; "
+                "recreating it now would append to its old history.\n  fix: wait and run "
+                "again, or restart the broker (make stack-down && make stack-up)"
+            )
+        time.sleep(poll_s)
+
+
+def reset_group_offsets(settings: Settings, group: str, topic: str, partitions: int) -> None:
+    """Commit offset 0 for every partition of ``topic`` in ``group``: the group starts
+    from the beginning of a recreated topic."""
+    consumer = _connect(
+        settings,
+        lambda: KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=3000,
+        ),
+        attempts=1,
+        backoff_s=0,
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.commit({tp: OffsetAndMetadata(0, None, -1) for tp in tps})
+    finally:
+        consumer.close()
 
 
 @dataclass
@@ -243,7 +345,9 @@ class Publisher:
         self.producer.close(timeout=10)
 
 
-def _reader(settings: Settings, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
+def reader(settings: Settings, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    """A consumer outside any group, assigned every partition of ``topic`` (which must
+    exist), with the pipeline's fetch settings; positions are the caller's to set."""
     consumer = _connect(
         settings,
         lambda: KafkaConsumer(
@@ -277,13 +381,18 @@ def caught_up(consumer: KafkaConsumer, tps) -> bool:
 
 
 def _drain(
-    consumer: KafkaConsumer, tps: list[TopicPartition], limit: int | None, idle_s: float
+    consumer: KafkaConsumer,
+    tps: list[TopicPartition],
+    settings: Settings,
+    limit: int | None,
+    idle_s: float,
 ) -> Iterator:
     """Records until ``limit``, or until every partition is caught up and nothing has
     arrived for ``idle_s``."""
     seen, quiet_since = 0, time.monotonic()
-    while limit is None or seen < limit:
-        batch = consumer.poll(timeout_ms=250)
+    for batch in polls(consumer, settings, timeout_ms=250):
+        if limit is not None and seen >= limit:
+            return
         if not batch:
             if caught_up(consumer, tps) and time.monotonic() - quiet_since >= idle_s:
                 return
@@ -301,10 +410,10 @@ def read_records(
     settings: Settings, topic: str, max_events: int | None = None, idle_s: float = 2.0
 ) -> list:
     """Raw records from the start of every partition, bounded by count and quiet time."""
-    consumer, tps = _reader(settings, topic)
+    consumer, tps = reader(settings, topic)
     try:
         consumer.seek_to_beginning(*tps)
-        return list(_drain(consumer, tps, max_events, idle_s))
+        return list(_drain(consumer, tps, settings, max_events, idle_s))
     finally:
         consumer.close()
 
@@ -315,12 +424,12 @@ def latest_records(settings: Settings, topic: str, n: int, idle_s: float = 1.5) 
     Each partition is read from at least ``n`` records before its reported end (which
     on Tansu can be short of the real end) through to the real end.
     """
-    consumer, tps = _reader(settings, topic)
+    consumer, tps = reader(settings, topic)
     try:
         ends = consumer.end_offsets(tps)
         for tp in tps:
             consumer.seek(tp, max(0, ends[tp] - n))
-        records = list(_drain(consumer, tps, None, idle_s))
+        records = list(_drain(consumer, tps, settings, None, idle_s))
     finally:
         consumer.close()
     records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
@@ -329,9 +438,15 @@ def latest_records(settings: Settings, topic: str, n: int, idle_s: float = 1.5) 
 
 def pretty(record) -> str:
     """One record as the seed's checker showed it: where it sits, its key, its JSON."""
-    try:
-        body = json.dumps(json.loads(record.value), indent=2)
-    except (ValueError, UnicodeDecodeError):
-        body = repr(record.value[:200])
+    value = record.value
+    if value is None:
+        body = "null (a tombstone)"
+    elif len(value) > MAX_VALUE_BYTES:
+        body = f"{len(value):,} bytes, too large to show: {value[:120]!r}..."
+    else:
+        try:
+            body = json.dumps(json.loads(value), indent=2)
+        except Exception as exc:  # any value is shown, whatever it holds
+            body = f"{value[:200]!r}  (not readable JSON: {type(exc).__name__})"
     key = record.key.decode(errors="replace") if record.key else None
     return f"--- partition {record.partition} offset {record.offset} key {key}\n{body}"

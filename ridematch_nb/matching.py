@@ -1,9 +1,9 @@
 """Online driver matching: candidates near the rider, their online features, model scores.
 
 Candidates come from a Redis geo index of idle drivers (``GEOSEARCH`` by radius),
-kept up by whoever writes driver state online: ``rebuild_index`` after a
-materialization, ``features.stream_to_online`` between them. Features come from the
-online store through the model's feature service (``features.OnlineReader``: one
+kept up by whoever writes driver state online: ``online.rebuild_index`` after a
+materialization, ``online.stream_to_online`` between them. Features come from the
+online store through the model's feature service (``online.OnlineReader``: one
 Redis round trip for all candidates); request features from the very
 function training used (``training.request_features``), so serving sees what
 training saw.
@@ -16,43 +16,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import redis
 
 from ridematch_nb.config import Settings
-from ridematch_nb.features import OnlineReader, values_equal
-from ridematch_nb.training import STORE_FEATURES, TrainedModel, derived_features
+from ridematch_nb.features import STORE_FEATURES, values_equal
+from ridematch_nb.online import OnlineReader, index_key
+from ridematch_nb.redis_io import redis_client
+from ridematch_nb.training import TrainedModel, derived_features
 
 # What a match returns per candidate, best first.
 RANKED = ["driver_id", "score", "pickup_km", "accept_rate_7d", "status"]
-
-
-def index_key(project: str) -> str:
-    return f"ridematch:{project}:idle_drivers"
-
-
-def update_index(client: redis.Redis, project: str, states: pd.DataFrame) -> None:
-    """Idle drivers in, everyone else out (states: driver_id, lat, lon, status)."""
-    key = index_key(project)
-    idle = states[states["status"] == "idle"]
-    busy = states[states["status"] != "idle"]
-    pipe = client.pipeline(transaction=False)
-    if len(idle):
-        members = []
-        for row in idle.itertuples():
-            members += [float(row.lon), float(row.lat), row.driver_id]
-        pipe.geoadd(key, members)
-    if len(busy):
-        pipe.zrem(key, *busy["driver_id"].tolist())
-    pipe.execute()
-
-
-def rebuild_index(settings: Settings, project: str, latest: pd.DataFrame) -> int:
-    """Replace the index with the idle drivers of ``latest`` (the newest row per driver)."""
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(index_key(project))
-    states = latest.reset_index()[["driver_id", "lat", "lon", "status"]]
-    update_index(client, project, states)
-    return int(client.zcard(index_key(project)))
 
 
 @dataclass
@@ -77,9 +49,9 @@ class Matcher:
         radius_km: float = 6.0,
         max_candidates: int = 50,
     ) -> None:
-        self.fs, self.model, self.key = fs, trained, index_key(project)
+        self.model, self.key = trained, index_key(project)
         self.radius_km, self.max_candidates = radius_km, max_candidates
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = redis_client(settings)
         self.reader = OnlineReader(fs, settings, trained.feature_service)
 
     def candidates(self, lat: float, lon: float) -> list[str]:
@@ -125,14 +97,20 @@ class Matcher:
         return Match(request["request_id"], ranked, len(ids) - len(keep), timings)
 
 
+def percentiles(samples_ms, quantiles=(0.5, 0.95, 0.99)) -> dict[str, float | None]:
+    """``{"p50_ms": ..., "p95_ms": ..., "p99_ms": ...}`` of latency samples in ms, linearly
+    interpolated (None when there are none): every latency report uses this one."""
+    values = np.asarray(list(samples_ms), dtype=float)
+    return {
+        f"p{round(q * 100)}_ms": round(float(np.quantile(values, q)), 3) if len(values) else None
+        for q in quantiles
+    }
+
+
 def latency_table(matches: list[Match]) -> pd.DataFrame:
     """p50 / p95 / p99 of each part of the match, in milliseconds."""
     frame = pd.DataFrame([m.timings_ms for m in matches])
-    return (
-        frame.quantile([0.5, 0.95, 0.99])
-        .T.rename(columns={0.5: "p50_ms", 0.95: "p95_ms", 0.99: "p99_ms"})
-        .round(3)
-    )
+    return pd.DataFrame({part: percentiles(frame[part]) for part in frame}).T
 
 
 def skew_check(fs, service_name: str, driver_ids: list[str], as_of) -> pd.DataFrame:

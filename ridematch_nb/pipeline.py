@@ -3,23 +3,22 @@ into ``outputs/runs/<run-id>/``, and keep what each one recorded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ridematch_nb.config import PROJECT_ROOT, ConfigError, load_settings, resolve_path
+from ridematch_nb.config import PROJECT_ROOT, ConfigError, load_settings
+from ridematch_nb.runs import RUNS_DIR, new_run_id, run_folder
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-RUNS_DIR = PROJECT_ROOT / "outputs" / "runs"
 # Parameters every stage notebook takes; the runner fills them in.
 COMMON_PARAMS = ("params_file", "run_dir")
 
@@ -33,28 +32,6 @@ def discover(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
-def new_run_id() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def run_folder(run_dir: str | Path = "") -> Path:
-    """The folder a notebook writes to: the given one, or outputs/runs/interactive."""
-    path = resolve_path(run_dir) if str(run_dir) else RUNS_DIR / "interactive"
-    (path / "figures").mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def record(run_dir: str | Path, notebook: str, figures: dict[str, Any]) -> Path:
-    """Write a notebook's key figures as JSON beside its executed copy."""
-    path = run_folder(run_dir) / f"{notebook}.json"
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str))
-    return path
-
-
-def load_record(run_dir: str | Path, notebook: str) -> dict[str, Any]:
-    return json.loads((resolve_path(run_dir) / f"{notebook}.json").read_text())
-
-
 def notebook_parameters(path: Path) -> dict[str, Any]:
     import papermill
 
@@ -66,6 +43,43 @@ class ChainResult:
     run_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     figures: dict[str, dict] = field(default_factory=dict)
+    peak_mib: dict[str, float] = field(default_factory=dict)
+
+
+class PeakMemory:
+    """Peak memory of this process's children (a notebook's kernel and whatever it
+    starts), sampled every 0.2 s on a thread: proportional set size, so pages a forked
+    child shares with its parent count once."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(0.2):
+            total = 0
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # a child that just ended
+                    total += child.memory_full_info().pss
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return round(self.peak / 2**20, 1)
 
 
 def _check_params(nb: Path, given: dict[str, Any]) -> None:
@@ -123,23 +137,26 @@ def run_chain(
         say(f"▶ {nb.stem} ...")
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(nb),
-                str(out),
-                parameters=plan[nb.stem],
-                kernel_name="python3",
-                cwd=str(PROJECT_ROOT),
-                progress_bar=False,
-                # the kernel's own log (e.g. ipykernel's notice that its loopback TCP
-                # channel is unencrypted) is noise here; cell errors still surface
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            )
+            with PeakMemory() as memory:
+                papermill.execute_notebook(
+                    str(nb),
+                    str(out),
+                    parameters=plan[nb.stem],
+                    kernel_name="python3",
+                    cwd=str(PROJECT_ROOT),
+                    progress_bar=False,
+                    # the kernel's own log (e.g. ipykernel's notice that its loopback TCP
+                    # channel is unencrypted) is noise here; cell errors still surface
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )
         except PapermillExecutionError as exc:
             result.timings[nb.stem] = round(time.perf_counter() - t0, 2)
+            result.peak_mib[nb.stem] = memory.mib
             _write_timings(folder, result)
             raise _failure(nb, out, exc) from None
         result.timings[nb.stem] = round(time.perf_counter() - t0, 2)
-        say(f"  done in {result.timings[nb.stem]:.1f} s")
+        result.peak_mib[nb.stem] = memory.mib
+        say(f"  done in {result.timings[nb.stem]:.1f} s, peak memory {memory.mib:,.0f} MiB")
         record_file = folder / f"{nb.stem}.json"
         if record_file.exists():
             result.figures[nb.stem] = json.loads(record_file.read_text())
@@ -149,6 +166,7 @@ def run_chain(
 
 def _write_timings(folder: Path, result: ChainResult) -> None:
     (folder / "timings.json").write_text(json.dumps(result.timings, indent=2))
+    (folder / "peak_memory_mib.json").write_text(json.dumps(result.peak_mib, indent=2))
 
 
 def headline(figures: dict[str, Any]) -> dict[str, Any]:

@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import json
 import math
-from itertools import pairwise
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from ridematch_nb.pipeline import run_folder
-from ridematch_nb.sim import AIRPORTS, BUSINESS, CITY_TZ, NIGHTLIFE, RESIDENTIAL
+from ridematch_nb.explore import acceptance_table, local_hour
+from ridematch_nb.runs import run_folder
+from ridematch_nb.sim import AIRPORTS, BUSINESS, NIGHTLIFE, RESIDENTIAL
 
 COLORS = {"driver_update": "#4C72B0", "rider_request": "#DD8452", "offer_outcome": "#55A868"}
 STATUS_COLORS = {
@@ -29,8 +31,40 @@ def figure_path(run_dir: str | Path, name: str) -> Path:
 
 
 def save(fig: Figure, run_dir: str | Path, name: str) -> None:
-    """Save a figure as ``<run_dir>/figures/<name>.png`` (the notebook still shows it inline)."""
-    fig.savefig(figure_path(run_dir, name), dpi=110, bbox_inches="tight")
+    """Save a figure as ``<run_dir>/figures/<name>.png`` (the notebook still shows it
+    inline), and what it plots beside it as ``<name>.json`` (``figure_data``), so a test
+    can check what a chart shows against the data it was drawn from."""
+    path = figure_path(run_dir, name)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    path.with_suffix(".json").write_text(json.dumps(figure_data(fig), default=float))
+
+
+def figure_data(fig: Figure) -> list[dict]:
+    """Per axes of a figure: its title, the values of its bars (each bar container), the
+    y values of its labelled lines and its texts."""
+    out = []
+    for ax in fig.axes:
+        out.append(
+            {
+                "title": ax.get_title(loc="left") or ax.get_title(),
+                "bars": [
+                    [float(v) for v in c.datavalues]
+                    for c in ax.containers
+                    if isinstance(c, BarContainer)
+                ],
+                "lines": {
+                    line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.lines
+                },
+                "texts": [t.get_text() for t in ax.texts],
+                "xlabels": [t.get_text() for t in ax.get_xticklabels()],
+                "scatter_points": sum(
+                    len(c.get_offsets())
+                    for c in ax.collections
+                    if c.__class__.__name__ == "PathCollection"
+                ),
+            }
+        )
+    return out
 
 
 def events_over_time(frames: dict[str, pd.DataFrame], freq: str = "1h") -> Figure:
@@ -94,11 +128,6 @@ def city_map(frames: dict[str, pd.DataFrame], max_points: int = 4000, seed: int 
     return fig
 
 
-def local_hour(ts: pd.Series) -> pd.Series:
-    """Hour of day in New York, where the simulated riders and drivers live."""
-    return ts.dt.tz_convert(CITY_TZ).dt.hour
-
-
 def status_mix(frames: dict[str, pd.DataFrame]) -> Figure:
     """Share of driver updates by status, per hour of day."""
     df = frames["driver_update"]
@@ -137,18 +166,6 @@ def driver_stats(frames: dict[str, pd.DataFrame]) -> Figure:
         ax.set_ylabel("drivers")
     fig.tight_layout()
     return fig
-
-
-def acceptance_table(offers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Acceptance rate (and count) by pickup distance band and by hour of day."""
-    edges = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 200]
-    labels = [f"{a:g}–{b:g}" if b < 200 else f">{a:g}" for a, b in pairwise(edges)]
-    bands = pd.cut(offers["pickup_km"], edges, labels=labels, include_lowest=True)
-    by_km = offers.groupby(bands, observed=True)["accepted"].agg(rate="mean", offers="count")
-    by_hour = offers.groupby(local_hour(offers["timestamp"]))["accepted"].agg(
-        rate="mean", offers="count"
-    )
-    return by_km, by_hour
 
 
 def acceptance(offers: pd.DataFrame) -> Figure:

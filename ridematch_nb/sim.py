@@ -21,18 +21,18 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ridematch_nb.events import LAT_RANGE, LON_RANGE, VEHICLES, format_ts, parse_ts
+from ridematch_nb.config import ParameterError
+from ridematch_nb.events import DRIVER_STATUSES, LAT_RANGE, LON_RANGE, VEHICLES, format_ts, parse_ts
+from ridematch_nb.geo import CITY_TZ, distance_km
 
-CITY_TZ = ZoneInfo("America/New_York")  # demand, shifts and traffic follow local time
-STATUS = ("idle", "en_route", "on_trip", "offline")
-IDLE, EN_ROUTE, ON_TRIP, OFFLINE = range(4)
+# A driver's status, stored as its index in the contract's DRIVER_STATUSES.
+IDLE, EN_ROUTE, ON_TRIP, OFFLINE = map(
+    DRIVER_STATUSES.index, ("idle", "en_route", "on_trip", "offline")
+)
 WINDOW_S = 7 * 24 * 3600  # accept_rate_7d / avg_response_ms look back this far
-KM_PER_DEG_LAT = 110.57
-KM_PER_DEG_LON = 111.32 * math.cos(math.radians(40.73))
 
 # Hot spots: (name, lat, lon, spread in degrees).
 BUSINESS = [
@@ -111,11 +111,6 @@ def speed_kmh(hour: int) -> float:
     return 30.0 if hour < 6 else 22.0
 
 
-def distance_km(lat1, lon1, lat2, lon2):
-    """Equirectangular distance: exact enough across one city, and vectorizes."""
-    return np.hypot((lat2 - lat1) * KM_PER_DEG_LAT, (lon2 - lon1) * KM_PER_DEG_LON)
-
-
 @dataclass(frozen=True)
 class WorldParams:
     """Everything that shapes the simulated world; one set + a seed = one event stream."""
@@ -142,11 +137,11 @@ class WorldParams:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"parameter {name}={getattr(self, name)!r} is out of range")
+                raise ParameterError(f"parameter {name}={getattr(self, name)!r} is out of range")
         try:
             parse_ts(self.start)
         except ValueError:
-            raise ValueError(
+            raise ParameterError(
                 f"parameter start={self.start!r} must be ISO-8601 UTC like 2026-10-05T00:00:00Z"
             ) from None
 
@@ -285,7 +280,7 @@ class World:
             "driver_id": self.ids[i],
             "lat": round(lat, 6),
             "lon": round(lon, 6),
-            "status": STATUS[self.status[i]],
+            "status": DRIVER_STATUSES[self.status[i]],
             "timestamp": format_ts(self.t),
             "accept_rate_7d": rate,
             "avg_response_ms": avg,

@@ -22,7 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ridematch_nb.columnar import SCHEMAS_ARROW
 from ridematch_nb.config import Settings
+from ridematch_nb.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,6 @@ class S3Unavailable(RuntimeError):
 def chunk_name(topic: str, partition: int, first: int, last: int) -> str:
     """The deterministic file stem of a chunk of one partition's offsets."""
     return f"{topic}+{partition}+{first:020d}+{last:020d}"
-
-
-def parse_chunk_name(stem: str) -> tuple[str, int, int, int]:
-    topic, partition, first, last = stem.rsplit("+", 3)
-    return topic, int(partition), int(first), int(last)
 
 
 def data_key(prefix: str, event_type: str, date: str, hour: int, stem: str) -> str:
@@ -65,6 +62,33 @@ def lake_path(prefix: str, rest: str) -> str:
     return f"{prefix.strip('/')}/{rest}" if prefix.strip("/") else rest
 
 
+def s3_client(settings: Settings, credentials: bool = True, **kw):
+    """A botocore S3 client for the configured endpoint (unsigned if credentials=False)."""
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    cfg = Config(
+        connect_timeout=kw.pop("connect_timeout", 3),
+        read_timeout=kw.pop("read_timeout", 10),
+        retries={"max_attempts": kw.pop("max_attempts", 2)},
+        **({} if credentials else {"signature_version": UNSIGNED}),
+    )
+    extra = {}
+    if credentials:
+        key, secret = settings.s3_credentials()
+        extra = {"aws_access_key_id": key, "aws_secret_access_key": secret}
+    session = botocore.session.get_session()
+    return session.create_client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        region_name=settings.s3_region,
+        config=cfg,
+        **extra,
+        **kw,
+    )
+
+
 @dataclass
 class Lake:
     """Durable puts, listing and deletes in the data bucket, with errors that name S3."""
@@ -72,8 +96,6 @@ class Lake:
     settings: Settings
 
     def __post_init__(self) -> None:
-        from ridematch_nb.stack import s3_client
-
         self.bucket = self.settings.bucket
         self.client = s3_client(self.settings, max_attempts=3, read_timeout=30)
 
@@ -90,7 +112,7 @@ class Lake:
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
         except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"write {key}", exc) from None
+            raise self._fail(f"write {key}", exc) from exc
 
     def put_table(self, key: str, table: pa.Table) -> None:
         buf = io.BytesIO()
@@ -101,29 +123,38 @@ class Lake:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"read {key}", exc) from None
+            raise self._fail(f"read {key}", exc) from exc
 
     def keys(self, prefix: str) -> list[str]:
-        out: list[str] = []
-        kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+        """Every key under ``prefix`` (botocore's paginator follows the continuation)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
         try:
-            while True:
-                page = self.client.list_objects_v2(**kwargs)
-                out += [o["Key"] for o in page.get("Contents", [])]
-                if not page.get("IsTruncated"):
-                    return out
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
         except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"list {prefix}", exc) from None
+            raise self._fail(f"list {prefix}", exc) from exc
 
     def delete(self, keys: Iterable[str]) -> None:
+        """Delete objects; raises unless S3 deleted every one. DeleteObjects answers 200
+        even when it refused some keys: the refusals come back in its ``Errors``."""
         keys = list(keys)
-        try:
-            for i in range(0, len(keys), 1000):
-                batch = [{"Key": k} for k in keys[i : i + 1000]]
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
-        except (BotoCoreError, ClientError) as exc:
-            raise self._fail("delete objects", exc) from None
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            try:
+                reply = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            except (BotoCoreError, ClientError) as exc:
+                raise self._fail("delete objects", exc) from exc
+            refused = reply.get("Errors") or []
+            if refused:
+                first = refused[0]
+                raise S3Unavailable(
+                    f"S3 at {self.settings.s3_endpoint} refused to delete {len(refused)} of "
+                    f"{len(batch)} objects in bucket {self.bucket}, e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message', '')}".rstrip()
+                    + "\n  fix: check the S3 keys' permissions; nothing was committed past "
+                    "these objects, so a rerun deletes them again"
+                )
 
     def put_json(self, key: str, data: dict) -> None:
         self.put(key, json.dumps(data).encode())
@@ -153,8 +184,6 @@ def read_dataset(
     """One landed dataset (all its date/hour partitions) as a table; empty if none landed."""
     import pyarrow.dataset as ds
 
-    from ridematch_nb.etl import SCHEMAS_ARROW
-
     root = f"{settings.bucket}/{lake_path(dataset_prefix(settings, prefix), event_type)}"
     schema = SCHEMAS_ARROW[event_type]
     try:
@@ -173,7 +202,7 @@ def read_dataset(
         raise S3Unavailable(
             f"S3 at {settings.s3_endpoint}: cannot read {root} ({exc}).\n"
             "  fix: start the local stack with `make stack-up`"
-        ) from None
+        ) from exc
 
 
 def read_rejected(settings: Settings, prefix: str | None = None) -> pa.Table:
@@ -182,3 +211,18 @@ def read_rejected(settings: Settings, prefix: str | None = None) -> pa.Table:
     keys = lake.keys(lake_path(dataset_prefix(settings, prefix), REJECTED) + "/")
     tables = [pq.read_table(io.BytesIO(lake.get(k))) for k in keys]
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def forget_topic_files(settings: Settings, topic: str, prefix: str | None = None) -> int:
+    """Delete every file landed or rejected from ``topic`` and its pending manifests (the
+    lake's part of forgetting a topic's earlier history). Returns how many went."""
+    lake = Lake(settings)
+    root = dataset_prefix(settings, prefix)
+    stale = [
+        key
+        for area in [*EVENT_TYPES, REJECTED, f"{PENDING}/{topic}"]
+        for key in lake.keys(lake_path(root, area) + "/")
+        if area.startswith(PENDING) or key.rsplit("/", 1)[1].startswith(f"{topic}+")
+    ]
+    lake.delete(stale)
+    return len(stale)

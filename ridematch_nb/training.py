@@ -21,10 +21,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, ndcg_score, roc_auc_score
 
 from ridematch_nb.config import Settings
-from ridematch_nb.sim import CITY_TZ, distance_km
+from ridematch_nb.features import STORE_FEATURES
+from ridematch_nb.geo import CITY_TZ, distance_km
 from ridematch_nb.storage import read_dataset
 
-STORE_FEATURES = ["lat", "lon", "status", "accept_rate_7d", "avg_response_ms"]
 MODEL_FEATURES = [
     "pickup_km",
     "trip_km",
@@ -224,3 +224,22 @@ def load(folder: Path, fs) -> TrainedModel:
         card["train_data"],
         card["metrics"],
     )
+
+
+def importance(trained: TrainedModel, rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Permutation importance of each model feature on ``rows`` (drop in AUC when the
+    feature is shuffled, mean and spread over 5 shuffles), largest first."""
+    from sklearn.inspection import permutation_importance
+
+    result = permutation_importance(
+        trained.model,
+        rows[trained.features],
+        rows[LABEL].astype(int),
+        scoring="roc_auc",
+        n_repeats=5,
+        random_state=seed,
+    )
+    table = pd.DataFrame(
+        {"mean": result.importances_mean, "std": result.importances_std}, index=trained.features
+    )
+    return table.sort_values("mean", ascending=False)

@@ -177,7 +177,7 @@ class Watcher:
     def __init__(self, settings: Settings, groups: dict[str, str]) -> None:
         self.settings, self.groups = settings, groups
         self.state = StreamState()
-        self.consumer = self.tps = self._admin = self._online = None
+        self.consumer = self.tps = self._admin = self._online = self._polls = None
         self._topic_was_missing = False
 
     def connect(self) -> bool:
@@ -186,10 +186,10 @@ class Watcher:
         exist. A topic that appears later is new: it is then read from its beginning."""
         from kafka.errors import UnknownTopicOrPartitionError
 
-        from ridematch_nb.kafka_io import _reader
+        from ridematch_nb.kafka_io import reader
 
         try:
-            self.consumer, self.tps = _reader(self.settings, self.settings.topic)
+            self.consumer, self.tps = reader(self.settings, self.settings.topic)
         except UnknownTopicOrPartitionError:
             self._topic_was_missing = True
             return False
@@ -207,7 +207,11 @@ class Watcher:
         if self.consumer is None and not self.connect():
             time.sleep(timeout_ms / 1000)
             return 0
-        batch = self.consumer.poll(timeout_ms=timeout_ms)
+        if self._polls is None:  # the project's one consume loop (rides out outages)
+            from ridematch_nb.kafka_io import polls
+
+            self._polls = polls(self.consumer, self.settings, timeout_ms=timeout_ms)
+        batch = next(self._polls)
         values = [r.value for records in batch.values() for r in records]
         if not values:
             return 0

@@ -17,7 +17,7 @@ import time
 
 from ridematch_nb import etl
 from ridematch_nb.config import load_settings
-from ridematch_nb.stack import ensure_secrets
+from ridematch_nb.services import ensure_secrets
 from ridematch_nb.storage import Lake
 
 WORKER = os.getpid()

@@ -16,7 +16,8 @@ def test_bench_smoke_writes_every_pair_with_medians_memory_and_cleans_up(setting
     row = data["sizes"]["3000"]
     for stage in ("produce_raw", "generate", "consume_raw", "naive", "etl"):
         assert row[stage]["median"] > 0 and len(row[stage]["runs"]) == 1, stage
-        assert row[stage]["peak_mib"] >= 0, stage
+        # a Python process with the pipeline's libraries: never under 5 MiB of its own
+        assert row[stage]["peak_mib"] > 5, stage
     for stage, limit in PAIRS:
         expected = round(row[stage]["median"] / row[limit]["median"], 3)
         assert row[f"{stage}_vs_{limit}"] == expected

@@ -1,46 +1,16 @@
 """Feast over the lake and Redis, on crafted data in a prefix and project of its own."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pandas as pd
 import pytest
 import redis
 
-from ridematch_nb import features
-from ridematch_nb.etl import to_table
+from ridematch_nb import features, online
+from ridematch_nb.redis_io import RedisUnavailable
 from ridematch_nb.stack import port_is_free
-from ridematch_nb.storage import Lake, S3Unavailable, chunk_name, data_key
-
-T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
-
-
-def update(driver: str, minute: float, lat: float, status: str = "idle", rate: float = 0.5):
-    ts = T0 + timedelta(minutes=minute)
-    event = {
-        "event_type": "driver_update",
-        "driver_id": driver,
-        "lat": lat,
-        "lon": -73.98,
-        "status": status,
-        "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "accept_rate_7d": rate,
-        "avg_response_ms": 1000,
-    }
-    return event, ts
-
-
-def land(settings, rows, offset0: int = 0) -> None:
-    """Write crafted driver updates into the lake as the ETL would (one file per hour)."""
-    lake = Lake(settings)
-    by_hour = {}
-    for i, (event, ts) in enumerate(rows):
-        by_hour.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(
-            (event, ts, 0, offset0 + i)
-        )
-    for (date, hour), items in by_hour.items():
-        stem = chunk_name("crafted", 0, items[0][3], items[-1][3])
-        key = data_key(settings.prefix, "driver_update", date, hour, stem)
-        lake.put_table(key, to_table("driver_update", items))
+from ridematch_nb.storage import S3Unavailable
+from tests.helpers.lake import T0, land, update
 
 
 @pytest.fixture
@@ -126,12 +96,12 @@ def test_the_serving_reader_returns_what_feast_returns(isolated):
     fs = features.apply(settings, project)
     features.materialize(fs, settings)
     fresh, ts = update("driver_3", 20, 40.77, status="on_trip")  # pushed after materializing
-    features.push_driver_updates(fs, pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}]))
+    online.push_driver_updates(fs, pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}]))
     ids = ["driver_3", "nobody", *(f"driver_{i}" for i in range(12)), "driver_3"]
-    reader = features.OnlineReader(fs, settings)
+    reader = online.OnlineReader(fs, settings)
     got = reader.frame(ids)
     want = features.online(fs, ids)[got.columns]
-    assert sorted(got.columns) == sorted(["driver_id", *features.ONLINE_FEATURES])
+    assert sorted(got.columns) == sorted(["driver_id", *features.STORE_FEATURES])
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert got.loc[0, "status"] == "on_trip" and got.loc[1].drop("driver_id").isna().all()
 
@@ -145,12 +115,12 @@ def test_a_pushed_update_is_online_at_once_and_survives_an_older_materialization
 
     fresh, ts = update("driver_p", 30, 40.75, status="en_route")
     pushed = pd.DataFrame([{**fresh, "timestamp": pd.Timestamp(ts)}])
-    features.push_driver_updates(fs, pushed)
+    online.push_driver_updates(fs, pushed)
     now = features.online(fs, ["driver_p"])
     assert now["lat"][0] == 40.75 and now["status"][0] == "en_route"
 
     stale, ts_old = update("driver_p", 1, 40.60)  # older than what is online
-    features.push_driver_updates(fs, pd.DataFrame([{**stale, "timestamp": pd.Timestamp(ts_old)}]))
+    online.push_driver_updates(fs, pd.DataFrame([{**stale, "timestamp": pd.Timestamp(ts_old)}]))
     fs.materialize(start_date=T0 - timedelta(minutes=1), end_date=T0 + timedelta(minutes=10))
     assert features.online(fs, ["driver_p"])["lat"][0] == 40.75  # never moves backwards
 
@@ -162,9 +132,7 @@ def _dead_port() -> int:
 def test_redis_down_gives_a_clear_error_naming_redis(isolated):
     settings, project = isolated
     dead = settings.with_overrides(redis_url=f"redis://127.0.0.1:{_dead_port()}/0")
-    with pytest.raises(
-        features.FeatureStoreUnavailable, match=r"(?s)Redis .*redis://127.0.0.1:\d+.*make stack-up"
-    ):
+    with pytest.raises(RedisUnavailable, match=r"(?s)Redis .*redis://127.0.0.1:\d+.*make stack-up"):
         features.materialize(features.store(dead, project), dead)
 
 
@@ -192,7 +160,7 @@ def test_the_stream_push_makes_the_newest_driver_state_readable_online(isolated,
     pub.send(b"driver_s", b"not json")
     pub.flush()
     pub.close()
-    counts = features.stream_to_online(
+    counts = online.stream_to_online(
         settings,
         fs,
         mode="drain",

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT, resolve_path
-from ridematch_nb.pipeline import load_record
+from ridematch_nb.runs import load_record
 from tests.conftest import TEST_PARAMS
 
 LIVE_TOPIC = "ridematch-events-ci-live"  # apart from the chain's topic

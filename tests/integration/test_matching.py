@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import redis
 
-from ridematch_nb import features, matching, training
-from ridematch_nb.sim import distance_km
-from tests.integration.test_features import land, update
+from ridematch_nb import features, matching, online, training
+from ridematch_nb.geo import distance_km
+from tests.helpers.lake import land, update
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 ORIGIN = (40.750, -73.985)
@@ -30,10 +30,10 @@ def test_ranks_only_idle_drivers_within_the_radius_and_skips_missing(settings, u
     fs = features.apply(settings, project)
     features.materialize(fs, settings)
     latest = features.latest_offline(settings)
-    assert matching.rebuild_index(settings, project, latest) == 3  # the three idle ones
+    assert online.rebuild_index(settings, project, latest) == 3  # the three idle ones
     # a driver in the index that the online store does not know
     redis.Redis.from_url(settings.redis_url).geoadd(
-        matching.index_key(project), [ORIGIN[1], ORIGIN[0] + 0.001, "d_ghost"]
+        online.index_key(project), [ORIGIN[1], ORIGIN[0] + 0.001, "d_ghost"]
     )
 
     matcher = matching.Matcher(settings, fs, _tiny_model(), project, radius_km=3.0)

@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from ridematch_nb.kafka_io import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
-from ridematch_nb.stack import s3_client
+from ridematch_nb.storage import s3_client
 
 
 def _consumer(settings, group, **kw):

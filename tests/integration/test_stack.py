@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from ridematch_nb.config import StackSettings
-from ridematch_nb.stack import GRPC_OFFSET, LOOPBACK, LocalStack, StackError, port_is_free
+from ridematch_nb.services import GRPC_OFFSET, LOOPBACK
+from ridematch_nb.stack import LocalStack, StackError, port_is_free
 
 
 def test_up_twice_is_harmless(stack):
@@ -67,9 +68,9 @@ def test_busy_port_gives_one_clear_error_and_starts_nothing(stack, tmp_path):
 
 
 def test_missing_binary_names_the_service_and_the_fix(stack, tmp_path, monkeypatch):
-    import ridematch_nb.stack as stack_mod
+    import ridematch_nb.services as services
 
-    monkeypatch.setattr(stack_mod, "redis_binary", lambda: None)
+    monkeypatch.setattr(services, "redis_binary", lambda: None)
     other = replace(
         stack.settings,
         redis_url=f"redis://{LOOPBACK}:{_free_port()}/0",

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ridematch_nb import features, training
-from ridematch_nb.etl import to_table
+from ridematch_nb.columnar import landed_table as to_table
 from ridematch_nb.storage import Lake, chunk_name, data_key
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)

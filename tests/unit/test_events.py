@@ -3,6 +3,7 @@ from datetime import datetime
 
 import pytest
 
+from ridematch_nb.columnar import to_frames
 from ridematch_nb.events import (
     SCHEMAS,
     SEED_EXAMPLES,
@@ -10,7 +11,6 @@ from ridematch_nb.events import (
     decode,
     encode,
     key_of,
-    to_frames,
     validate,
 )
 from ridematch_nb.sim import WorldParams, simulate

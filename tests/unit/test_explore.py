@@ -2,7 +2,8 @@
 
 import pytest
 
-from ridematch_nb.events import encode, to_frames
+from ridematch_nb.columnar import to_frames
+from ridematch_nb.events import encode
 from ridematch_nb.explore import Explorer, events_table, select
 from ridematch_nb.sim import World, WorldParams
 from ridematch_nb.watch import area_of

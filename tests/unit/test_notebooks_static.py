@@ -11,8 +11,9 @@ NOTEBOOKS = discover()
 PARAMS_FILES = sorted((PROJECT_ROOT / "params").glob("*.yaml"))
 
 
-def test_there_are_stage_notebooks():
-    assert len(NOTEBOOKS) >= 2
+def test_the_stage_notebooks_are_numbered_in_order_without_gaps():
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(1, len(NOTEBOOKS) + 1)) and len(numbers) >= 6
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

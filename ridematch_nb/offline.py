@@ -1,0 +1,155 @@
+"""Feast's offline store per params profile: DuckDB by default, reading the lake in S3.
+
+Why DuckDB: Feast 0.67's DuckDB store (built on ibis) runs the point-in-time join as
+one SQL query that DuckDB executes column by column on every core, reading only the
+columns it needs straight from the parquet in S3; the default profile uses it with an
+ASOF join (``ridematch_nb.asof_store``). Feast's dask store, the one used before, spent
+minutes and gigabytes on the same join of one day (figures in BENCHMARKS.md).
+
+DuckDB reaches S3 through its ``httpfs`` extension, which it would normally download on
+first use. Nothing may be downloaded at run time here, so the extension comes from the
+PyPI package ``duckdb-ext-httpfs`` (built for the pinned duckdb), and the connection is
+told to look for extensions in that package's folder and never to install any. Feast's
+store reads through ibis's default backend; ``use_duckdb`` makes that backend a DuckDB
+connection prepared this way, holding the profile's S3 endpoint and keys as a secret of
+that connection only (never written anywhere).
+
+A profile picks another store Feast supports with a ``feast:`` section, e.g.::
+
+    feast:
+      offline_store: {type: spark, spark_conf: {spark.master: "local[2]"}}
+      batch_engine: {type: spark.engine, ...}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from ridematch_nb.config import ConfigError, Settings
+
+ASOF_STORE = "ridematch_nb.asof_store.AsofDuckDBOfflineStore"
+# Rows of a driver at the same second: the one produced last (Kafka order) is the value.
+DEFAULT_OFFLINE_STORE = {"type": ASOF_STORE, "tie_break": ["kafka_partition", "kafka_offset"]}
+DUCKDB_STORES = ("duckdb", ASOF_STORE)
+LAKE_GLOB = "date=*/hour=*/*.parquet"  # the ETL's partitions (ridematch_nb.storage.data_key)
+DEFAULT_BATCH_ENGINE = {"type": "local"}
+# DuckDB's own share of memory for the join: past it, it spills to disk instead of
+# growing (the training set build must stay well under 1.5 GiB).
+DUCKDB_MEMORY_LIMIT = "1GB"
+
+
+def store_configs(settings: Settings) -> dict[str, dict]:
+    """The ``offline_store`` and ``batch_engine`` of the profile's Feast config."""
+    section = settings.feast or {}
+    unknown = sorted(set(section) - {"offline_store", "batch_engine"})
+    if unknown:
+        raise ConfigError(
+            f"params file {settings.params_file}: unknown key(s) {unknown} in section 'feast' "
+            "(known: offline_store, batch_engine)"
+        )
+    out = {}
+    for key, default in (
+        ("offline_store", DEFAULT_OFFLINE_STORE),
+        ("batch_engine", DEFAULT_BATCH_ENGINE),
+    ):
+        value = section.get(key, default)
+        if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+            raise ConfigError(
+                f"params file {settings.params_file}: 'feast.{key}' should be a mapping with a "
+                f"'type' (one of Feast's), got {value!r}"
+            )
+        out[key] = value
+    return out
+
+
+def feast_env(settings: Settings) -> dict[str, str]:
+    """Environment variables feature_store.yaml expands into its offline store and batch
+    engine (each a one-line YAML mapping)."""
+    configs = store_configs(settings)
+    duckdb = configs["offline_store"]["type"] in DUCKDB_STORES
+    env = {
+        "RIDEMATCH_FEAST_OFFLINE_STORE": _flow(configs["offline_store"]),
+        "RIDEMATCH_FEAST_BATCH_ENGINE": _flow(configs["batch_engine"]),
+        # DuckDB reads no bare folder: it gets the files of every partition
+        "RIDEMATCH_LAKE_FILES": LAKE_GLOB if duckdb else "",
+    }
+    if not duckdb:  # Ray reads s3:// through pyarrow, which takes the endpoint from here
+        env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
+    return env
+
+
+def _flow(mapping: dict) -> str:
+    return yaml.safe_dump(mapping, default_flow_style=True, width=10_000).strip()
+
+
+def extensions_dir() -> Path:
+    """The folder of DuckDB extensions shipped by the duckdb-ext-* packages."""
+    try:
+        import duckdb_ext
+    except ImportError:
+        raise RuntimeError(
+            "DuckDB's httpfs extension is not installed: it comes from the PyPI package "
+            "duckdb-ext-httpfs (run `make install`)"
+        ) from None
+    return Path(next(iter(duckdb_ext.__path__))) / "extensions"
+
+
+def duckdb_secret_sql(settings: Settings) -> str:
+    """A DuckDB S3 secret for the profile's endpoint (path-style URLs, as SeaweedFS and
+    MinIO serve them)."""
+    key, secret = settings.s3_credentials()
+    url = urlparse(settings.s3_endpoint)
+    quote = lambda s: "'" + str(s).replace("'", "''") + "'"  # noqa: E731
+    return (
+        "CREATE OR REPLACE SECRET ridematch_s3 (TYPE s3, "
+        f"KEY_ID {quote(key)}, SECRET {quote(secret)}, REGION {quote(settings.s3_region)}, "
+        f"ENDPOINT {quote(url.netloc)}, URL_STYLE 'path', "
+        f"USE_SSL {'true' if url.scheme == 'https' else 'false'})"
+    )
+
+
+def duckdb_connection(settings: Settings, memory_limit: str = DUCKDB_MEMORY_LIMIT):
+    """An ibis DuckDB backend that reads the profile's S3 with the packaged httpfs."""
+    import ibis
+
+    temp = (settings.stack.data_dir if settings.stack else Path(".")) / "duckdb-tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    con = ibis.duckdb.connect(
+        extension_directory=str(extensions_dir()),
+        autoinstall_known_extensions=False,
+        autoload_known_extensions=True,
+        memory_limit=memory_limit,
+        temp_directory=str(temp),
+        threads=os.cpu_count() or 1,
+        # DuckDB runs an ASOF join as a nested loop when it *estimates* the left side
+        # below this many rows; after a first ASOF join its estimate can be tiny while
+        # the real side is every entity row (measured: 130 s instead of 2 s). Never.
+        asof_loop_join_threshold=0,
+    )
+    con.raw_sql("LOAD httpfs")
+    con.raw_sql(duckdb_secret_sql(settings))
+    return con
+
+
+# One connection per process and profile. A forked child (the benchmarks measure in
+# forked children) must neither use nor close its parent's connection, whose threads did
+# not come along: it opens its own and keeps the inherited one referenced, untouched.
+_CONNECTIONS: dict[tuple, object] = {}
+
+
+def use_duckdb(settings: Settings) -> None:
+    """Make ibis's default backend (the one Feast's DuckDB store reads with) a connection
+    to the profile's S3; a no-op for profiles on another store."""
+    if store_configs(settings)["offline_store"]["type"] not in DUCKDB_STORES:
+        return
+    import ibis
+
+    key = (os.getpid(), settings.s3_endpoint, settings.s3_region, *settings.s3_credentials())
+    con = _CONNECTIONS.get(key)
+    if con is None:
+        con = _CONNECTIONS[key] = duckdb_connection(settings)
+    ibis.set_backend(con)
