@@ -24,11 +24,9 @@ import ipywidgets as widgets
 import numpy as np
 from matplotlib.figure import Figure
 
-from ridematch_nb.config import Settings
-from ridematch_nb.etl import DEFAULT_GROUP as ETL_GROUP
+from ridematch_nb.config import ETL_GROUP, PUSH_GROUP, Settings
 from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES, LAT_RANGE, LON_RANGE
 from ridematch_nb.live import Background, apply_features
-from ridematch_nb.online import PUSH_GROUP
 from ridematch_nb.watch import HOT_SPOTS, Watcher
 
 log = logging.getLogger(__name__)
@@ -147,13 +145,15 @@ class LiveDashboard:
         push_args: tuple[str, ...] = (),
         refresh_s: float = 1.0,
         etl_group: str = ETL_GROUP,
+        push_group: str = PUSH_GROUP,
     ) -> None:
         if refresh_s <= 0:
             raise ValueError(f"parameter refresh_s={refresh_s!r} must be > 0")
         self.settings, self.refresh_s = settings, refresh_s
         etl_args = (*etl_args, "--group", etl_group)
+        push_args = (*push_args, "--group", push_group)
         self.args = {"generator": generator_args, "etl": etl_args, "push": push_args}
-        self.groups = {"etl": etl_group, "push": PUSH_GROUP}
+        self.groups = {"etl": etl_group, "push": push_group}
         self.bg = Background(settings, log_dir)
         self.watcher = Watcher(settings, self.groups)
         self._lock = threading.RLock()  # state and figures: the refresh thread vs the controls

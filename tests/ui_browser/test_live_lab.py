@@ -93,7 +93,8 @@ def lab(stack, tmp_path):
         root / "notebooks" / "watch_live.ipynb",
         n_drivers=200,
         refresh_s=2.0,
-        etl_group="ridematch-etl-live-browser",  # the tests' ETL group stays undisturbed
+        etl_group="ridematch-etl-live-browser",  # the tests' groups stay undisturbed
+        push_group="ridematch-online-push-live-browser",
     )
     settings_dir = tmp_path / "lab-settings"
     for name, values in QUIET_LAB.items():
