@@ -53,13 +53,13 @@ test: install lint stack-up
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(VENV)/bin/pytest -m "not integration and not notebooks" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not integration and not notebooks and not browser" $(PYTEST_ARGS)
 
 demo: stack-up
 	$(PY) -m ridematch_nb run --params $(PARAMS)
 
 lab: stack-up
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root,)
+	$(PY) -m ridematch_nb.lab
 
 clean-data: stack-down
 	rm -rf .stack

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ridematch_nb.config import ConfigError, ParameterError, load_settings
+from ridematch_nb.config import ETL_GROUP, PUSH_GROUP, ConfigError, ParameterError, load_settings
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -146,7 +146,7 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
         else "pushing until caught up"
     )
     counts = online.stream_to_online(
-        settings, fs, mode=args.mode, from_beginning=args.from_beginning
+        settings, fs, mode=args.mode, group=args.group, from_beginning=args.from_beginning
     )
     print(
         f"read {counts['read']}, pushed {counts['pushed']} driver states, "
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="drain",
         help="drain: stop when caught up and idle (default); follow: until Ctrl+C",
     )
-    p.add_argument("--group", default="ridematch-etl", help="consumer group")
+    p.add_argument("--group", default=ETL_GROUP, help="consumer group")
     p.add_argument(
         "--prefix",
         default="",
@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a new group starts at the topic's start (default: its end)",
     )
+    p.add_argument("--group", default=PUSH_GROUP, help="consumer group")
     p.set_defaults(func=_cmd_push_online)
 
     p = sub.add_parser(

@@ -36,6 +36,9 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "prefix": ("RIDEMATCH_PREFIX",),
 }
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# The consumer groups of the pipeline's two consumers of the topic.
+ETL_GROUP = "ridematch-etl"
+PUSH_GROUP = "ridematch-online-push"
 # The embedded stack's Redis password, kept in the secrets file beside the S3 keys.
 REDIS_PASSWORD_KEY = "RIDEMATCH_REDIS_PASSWORD"
 

@@ -33,7 +33,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
-from ridematch_nb.config import ParameterError, Settings
+from ridematch_nb.config import ETL_GROUP, ParameterError, Settings
 from ridematch_nb.etl_writer import WriterProcess
 from ridematch_nb.kafka_io import (
     group_consumer,
@@ -45,7 +45,6 @@ from ridematch_nb.storage import Lake, dataset_prefix, forget_topic_files, pendi
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "ridematch-etl"
 MODES = ("drain", "follow")
 # the fields of a ConsumerRecord the writer needs (attrgetter: the cheapest way to copy)
 _VALUE, _KEY = attrgetter("value"), attrgetter("key")
@@ -101,7 +100,7 @@ class ETL:
     def __init__(
         self,
         settings: Settings,
-        group: str = DEFAULT_GROUP,
+        group: str = ETL_GROUP,
         prefix: str | None = None,
         roll_records: int = 100_000,
         roll_event_s: float = 3600.0,
@@ -355,7 +354,7 @@ class ETL:
 def run(
     settings: Settings,
     mode: str = "drain",
-    group: str = DEFAULT_GROUP,
+    group: str = ETL_GROUP,
     prefix: str | None = None,
     idle_s: float = 5.0,
     max_records: int | None = None,
@@ -384,7 +383,7 @@ def forget(
     settings: Settings,
     topic: str,
     partitions: int,
-    group: str = DEFAULT_GROUP,
+    group: str = ETL_GROUP,
     prefix: str | None = None,
 ) -> int:
     """Forget what the ETL derived from an earlier incarnation of ``topic``: its files in

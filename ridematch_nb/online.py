@@ -17,7 +17,7 @@ import time
 import pandas as pd
 import redis
 
-from ridematch_nb.config import Settings
+from ridematch_nb.config import PUSH_GROUP, Settings
 from ridematch_nb.events import InvalidEvent, decode, parse_ts
 from ridematch_nb.features import FEATURE_SERVICE, PUSH_SOURCE, STORE_FEATURES
 from ridematch_nb.kafka_io import caught_up, group_consumer, polls, stop_on_sigterm
@@ -64,7 +64,6 @@ def push_driver_updates(fs, events: pd.DataFrame) -> int:
     return len(events)
 
 
-PUSH_GROUP = "ridematch-online-push"
 LOGGED_REJECTS = 20  # invalid values the push loop logs one by one (then only counts)
 
 

@@ -87,7 +87,7 @@ def test_model_beats_the_nearest_driver_by_a_margin_learned_from_the_truth(chain
     from sklearn.metrics import roc_auc_score
 
     from ridematch_nb import features, training
-    from ridematch_nb.plots import local_hour
+    from ridematch_nb.explore import local_hour
     from ridematch_nb.sim import World, WorldParams, accept_probability, distance_km
 
     rec = load_record(chain.run_dir, "05_train")

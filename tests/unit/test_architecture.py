@@ -21,9 +21,11 @@ LAYERS: list[set[str]] = [
     {"offline", "asof_store", "features", "online"},
     {"training"},
     {"matching"},
-    {"explore", "plots", "pipeline"},
-    {"services", "stack"},
+    {"watch", "explore", "plots", "pipeline"},
+    {"services", "stack", "lab"},
     {"bench_harness", "bench_events", "bench_online", "bench", "bench_offline", "cli", "__main__"},
+    {"live"},
+    {"dashboard"},
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 

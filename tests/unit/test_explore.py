@@ -1,0 +1,58 @@
+"""The explorer of a finished run: its filters, and charts that show what they select."""
+
+import pytest
+
+from ridematch_nb.columnar import to_frames
+from ridematch_nb.events import encode
+from ridematch_nb.explore import Explorer, events_table, select
+from ridematch_nb.sim import World, WorldParams
+from ridematch_nb.watch import area_of
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Half an hour of a small world, 7:45 to 8:15 am in New York."""
+    world = World(WorldParams(seed=3, n_drivers=60, n_riders=300, start="2026-10-05T11:45:00Z"))
+    values = [encode(e) for _ in range(1800) for e in world.step()]
+    frames, rejected = to_frames(values)
+    assert rejected == {} and all(len(df) for df in frames.values())
+    return frames
+
+
+def test_every_event_gets_its_type_position_hour_and_area(frames):
+    table = events_table(frames)
+    assert len(table) == sum(len(df) for df in frames.values())
+    assert table.groupby("event_type").size().to_dict() == {
+        k: len(df) for k, df in frames.items() if len(df)
+    }
+    row = table.sample(1, random_state=0).iloc[0]
+    assert row["area"] == area_of(row["lat"], row["lon"])
+    assert set(table["hour"]) == {7, 8}  # 11:45-12:15 UTC is 7:45-8:15 am in New York
+
+
+def test_select_applies_every_filter(frames):
+    table = events_table(frames)
+    driver = table["driver_id"].dropna().iloc[0]
+    chosen = select(table, (7, 7), "driver_update", area="whole city", driver=driver)
+    assert len(chosen) > 0
+    assert (chosen["hour"] == 7).all() and (chosen["driver_id"] == driver).all()
+    assert (chosen["event_type"] == "driver_update").all()
+    area = table["area"].iloc[0]
+    assert (select(table, area=area)["area"] == area).all()
+    assert len(select(table)) == len(table)
+
+
+def test_the_charts_show_exactly_what_the_controls_select(frames):
+    ex = Explorer(frames)
+    ex.event_type.value = "rider_request"
+    ex.hours.value = (8, 8)
+    expected = select(ex.table, (8, 8), "rider_request")
+    by_type = {k: line.get_ydata().sum() for k, line in ex.per_type.items()}
+    assert by_type == {"driver_update": 0, "rider_request": len(expected), "offer_outcome": 0}
+    assert sum(line.get_ydata().sum() for line in ex.per_status.values()) == 0
+    points = sum(len(line.get_xdata()) for line in ex.points.values())
+    assert points == min(len(expected), 4000)
+    ex.event_type.value = "all"
+    ex.hours.value = (0, 23)
+    assert sum(line.get_ydata().sum() for line in ex.per_type.values()) == len(ex.table)
+    assert f"{len(ex.table):,} of {len(ex.table):,}" in ex.counts.value
