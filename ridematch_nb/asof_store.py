@@ -46,6 +46,7 @@ from feast.infra.offline_stores.ibis import (
     IbisRetrievalJob,
     _get_entity_df_event_timestamp_range,
     _to_utc,
+    pull_all_from_table_or_query_ibis,
 )
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from feast.on_demand_feature_view import OnDemandFeatureView
@@ -62,6 +63,25 @@ class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     type: StrictStr = STORE_TYPE
     # Columns of the sources that order rows with equal event timestamps: the last wins.
     tie_break: list[str] = Field(default_factory=list)
+    # Where the lake is, and its keys: the store reads through a DuckDB connection of its
+    # own made from these (ridematch_nb.offline), not through process-wide settings.
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_key_id: str | None = Field(default=None, repr=False)
+    s3_secret: str | None = Field(default=None, repr=False)
+
+
+def _read(config, source, repo_path: str):
+    """A source as an ibis table, read through the connection for this store config when
+    it names the lake (else through ibis's default backend, as Feast's store does)."""
+    from ridematch_nb import offline
+
+    store = config.offline_store
+    if not getattr(store, "s3_endpoint", None):
+        return _read_data_source(source, repo_path)
+    lake = offline.LakeAccess(store.s3_endpoint, store.s3_region, store.s3_key_id, store.s3_secret)
+    con = offline.connection(lake)
+    return con.read_parquet(source.path)
 
 
 def _order(table, timestamp: str, created: str | None, tie_break: list[str]) -> list:
@@ -107,12 +127,12 @@ def _source_key(fv) -> tuple:
     )
 
 
-def _group_table(views, feature_refs, full_feature_names, repo_path, index, tie_break):
+def _group_table(config, views, feature_refs, full_feature_names, repo_path, index, tie_break):
     """The shared source of a group of views as (key columns, event time, every requested
     feature of every view), one row per key and time, named apart from the entity table;
     and per view its output columns and TTL."""
     source = views[0].batch_source
-    table = _read_data_source(source, repo_path)
+    table = _read(config, source, repo_path)
     for old, new in source.field_mapping.items():
         if old in table.columns:
             table = table.rename({new: old})
@@ -193,7 +213,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         for fv in feature_views:
             by_source.setdefault(_source_key(fv), []).append(fv)
         groups = [
-            _group_table(views, feature_refs, full_feature_names, repo_path, i, tie_break)
+            _group_table(config, views, feature_refs, full_feature_names, repo_path, i, tie_break)
             for i, views in enumerate(by_source.values())
         ]
         table = asof_point_in_time_join(ibis.memtable(entity_df), event_ts, groups)
@@ -217,6 +237,34 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         )
 
     @staticmethod
+    def pull_all_from_table_or_query(
+        config,
+        data_source,
+        join_key_columns,
+        feature_name_columns,
+        timestamp_field: str,
+        created_timestamp_column=None,
+        start_date=None,
+        end_date=None,
+    ) -> RetrievalJob:
+        """Feast's own, reading through this config's connection (the local engine's
+        materialization reads the whole window with it)."""
+        return pull_all_from_table_or_query_ibis(
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            data_source_reader=lambda source, repo_path: _read(config, source, repo_path),
+            data_source_writer=_write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+        )
+
+    @staticmethod
     def pull_latest_from_table_or_query(
         config,
         data_source,
@@ -233,7 +281,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         fields = [*join_key_columns, *feature_name_columns, timestamp_field]
         if created_timestamp_column:
             fields.append(created_timestamp_column)
-        table = _read_data_source(data_source, str(config.repo_path))
+        table = _read(config, data_source, str(config.repo_path))
         extra = [c for c in tie_break if c in table.columns and c not in fields]
         table = table.select(*fields, *extra)
         start, end = (d.astimezone(tz=UTC).replace(tzinfo=None) for d in (start_date, end_date))

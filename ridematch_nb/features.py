@@ -1,14 +1,16 @@
 """The Feast feature store over the lake: apply, materialize into Redis, push, verify.
 
-feature_repo/ reads every endpoint and name from the environment; ``store()`` sets
-that environment from the settings, so the repository works from any working
-directory and never holds an endpoint or a secret.
+feature_repo/ holds static definitions and no endpoint or secret. ``store()`` builds
+Feast's configuration as an object from the settings (``repo_config``) and ``apply()``
+gives copies of the definitions the profile's lake, so the repository works from any
+working directory, for several profiles in one process, without touching the
+environment. feature_store.yaml's ``${VAR}``s serve the ``feast`` CLI only
+(``feast_env`` says what to export).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -45,64 +47,109 @@ def registry_dir(settings: Settings):
     return folder
 
 
-def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
-    """The environment feature_repo/ expands: endpoints, names, keys for s3fs."""
-    project = project or project_name(settings)
+def _redis_connection(settings: Settings) -> str:
+    """Feast's Redis connection string for the profile's URL (password included)."""
     url = urlparse(settings.redis_url)
     db = (url.path or "/0").strip("/") or "0"
     redis = f"{url.hostname}:{url.port or 6379},db={db}"
-    if url.password:
-        redis += f",password={url.password}"
-    lake = f"s3://{settings.bucket}" + (f"/{settings.prefix}" if settings.prefix else "")
-    key, secret = settings.s3_credentials()
-    return {
-        "RIDEMATCH_FEAST_PROJECT": project,
-        "RIDEMATCH_FEAST_REGISTRY": str(registry_dir(settings) / f"{project}.db"),
-        "RIDEMATCH_FEAST_REDIS": redis,
-        "RIDEMATCH_LAKE_URI": lake,
-        "RIDEMATCH_S3_ENDPOINT": settings.s3_endpoint,
-        "AWS_ACCESS_KEY_ID": key,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_DEFAULT_REGION": settings.s3_region,
-        **offline.feast_env(settings),  # the profile's offline store and batch engine
-    }
+    return redis + (f",password={url.password}" if url.password else "")
+
+
+def lake_root(settings: Settings) -> str:
+    return f"s3://{settings.bucket}" + (f"/{settings.prefix}" if settings.prefix else "")
+
+
+def repo_config(settings: Settings, project: str | None = None):
+    """The profile's Feast configuration as an object: project, registry, Redis, the
+    offline store and batch engine (``offline``). Nothing goes through the environment."""
+    from feast.repo_config import RepoConfig
+
+    project = project or project_name(settings)
+    return RepoConfig(
+        project=project,
+        provider="local",
+        registry={"path": str(registry_dir(settings) / f"{project}.db"), "cache_ttl_seconds": 60},
+        online_store={"type": "redis", "connection_string": _redis_connection(settings)},
+        offline_store=offline.offline_store_config(settings),
+        batch_engine=offline.store_configs(settings)["batch_engine"],
+        entity_key_serialization_version=3,
+        repo_path=REPO,
+    )
 
 
 def store(settings: Settings, project: str | None = None):
-    """A FeatureStore for this profile (sets the environment feature_repo/ reads)."""
+    """A FeatureStore for this profile, built from ``repo_config``: two profiles can be
+    used side by side in one process, and the process environment is left as it was
+    (except for Feast's own stores other than ours, which take S3 keys only from there:
+    see ``offline.use_feast_store``)."""
     from feast import FeatureStore
 
     from ridematch_nb import quiet_third_party_warnings
 
     quiet_third_party_warnings()
-    os.environ.update(feast_env(settings, project))
-    offline.use_duckdb(settings)  # DuckDB reads the lake with the packaged httpfs
-    return FeatureStore(repo_path=str(REPO))
+    offline.use_feast_store(settings)
+    return FeatureStore(repo_path=str(REPO), config=repo_config(settings, project))
 
 
-def repo_objects() -> list:
-    """Entities, sources, views and services defined in feature_repo/ (fresh import)."""
-    from feast.repo_operations import parse_repo
+def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
+    """What to export to use the ``feast`` CLI inside feature_repo/ for this profile (its
+    feature_store.yaml expands these); the package itself never sets them."""
+    key, secret = settings.s3_credentials()
+    return {
+        "RIDEMATCH_FEAST_PROJECT": project or project_name(settings),
+        "RIDEMATCH_FEAST_REGISTRY": str(registry_dir(settings) / f"{project_name(settings)}.db"),
+        "RIDEMATCH_FEAST_REDIS": _redis_connection(settings),
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_ENDPOINT_URL": settings.s3_endpoint,
+        **offline.feast_env(settings),
+    }
 
-    repo_modules = ("entities", "data_sources", "feature_views", "feature_services")
-    for name in list(sys.modules):  # definitions read the environment at import
-        if name.split(".")[-1] in repo_modules and name.split(".")[0] in (*repo_modules, REPO.name):
-            del sys.modules[name]
+
+def repo_objects(settings: Settings) -> list:
+    """Entities, sources, views and services of feature_repo/, for this profile: the
+    definitions are static (the local profile's lake); copies of them get the profile's
+    lake path and S3 endpoint."""
+    import copy
+    import importlib
+
+    from feast import Entity, FeatureService, FeatureView, FileSource
+    from feast.data_source import DataSource
+
+    # Imported by module name, not through Feast's parse_repo, which finds the modules
+    # relative to the working directory (it fails from anywhere else).
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    contents = parse_repo(REPO)
+    kinds = (Entity, DataSource, FeatureView, FeatureService)
     objects: dict[tuple[str, str], object] = {}
-    for group in ("entities", "data_sources", "feature_views", "feature_services"):
-        for obj in getattr(contents, group):
-            # a view imported by the services module shows up once per module
-            objects.setdefault((group, obj.name), obj)
+    for name in ("entities", "data_sources", "feature_views", "feature_services"):
+        for obj in vars(importlib.import_module(name)).values():
+            if isinstance(obj, kinds):
+                objects.setdefault((type(obj).__name__, obj.name), copy.deepcopy(obj))
+    path = f"{lake_root(settings)}/driver_update/{offline.lake_files(settings)}"
+
+    def for_profile(source) -> None:
+        if isinstance(source, FileSource):
+            source.file_options.uri = path
+            source.file_options.s3_endpoint_override = settings.s3_endpoint
+        elif getattr(source, "batch_source", None) is not None:
+            for_profile(source.batch_source)
+
+    for obj in objects.values():
+        for source in (
+            obj,
+            getattr(obj, "batch_source", None),
+            getattr(obj, "stream_source", None),
+        ):
+            if source is not None:
+                for_profile(source)
     return list(objects.values())
 
 
 def apply(settings: Settings, project: str | None = None):
     """``feast apply`` for this profile; returns the store."""
     fs = store(settings, project)
-    fs.apply(repo_objects())
+    fs.apply(repo_objects(settings))
     return fs
 
 

@@ -24,7 +24,9 @@ A profile picks another store Feast supports with a ``feast:`` section, e.g.::
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import yaml
@@ -74,8 +76,6 @@ def feast_env(settings: Settings) -> dict[str, str]:
     env = {
         "RIDEMATCH_FEAST_OFFLINE_STORE": _flow(configs["offline_store"]),
         "RIDEMATCH_FEAST_BATCH_ENGINE": _flow(configs["batch_engine"]),
-        # DuckDB reads no bare folder: it gets the files of every partition
-        "RIDEMATCH_LAKE_FILES": LAKE_GLOB if duckdb else "",
     }
     if not duckdb:  # Ray reads s3:// through pyarrow, which takes the endpoint from here
         env["AWS_ENDPOINT_URL"] = settings.s3_endpoint
@@ -98,32 +98,46 @@ def extensions_dir() -> Path:
     return Path(next(iter(duckdb_ext.__path__))) / "extensions"
 
 
-def duckdb_secret_sql(settings: Settings) -> str:
-    """A DuckDB S3 secret for the profile's endpoint (path-style URLs, as SeaweedFS and
-    MinIO serve them)."""
+class LakeAccess(NamedTuple):
+    """Where the lake's S3 is and the keys to it."""
+
+    endpoint: str
+    region: str
+    key: str
+    secret: str
+
+    def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
+        return f"LakeAccess({self.endpoint!r}, {self.region!r}, {self.key!r}, '***')"
+
+
+def lake_access(settings: Settings) -> LakeAccess:
     key, secret = settings.s3_credentials()
-    url = urlparse(settings.s3_endpoint)
+    return LakeAccess(settings.s3_endpoint, settings.s3_region, key, secret)
+
+
+def duckdb_secret_sql(lake: LakeAccess) -> str:
+    """A DuckDB S3 secret for the lake's endpoint (path-style URLs, as SeaweedFS and
+    MinIO serve them)."""
+    url = urlparse(lake.endpoint)
     quote = lambda s: "'" + str(s).replace("'", "''") + "'"  # noqa: E731
     return (
         "CREATE OR REPLACE SECRET ridematch_s3 (TYPE s3, "
-        f"KEY_ID {quote(key)}, SECRET {quote(secret)}, REGION {quote(settings.s3_region)}, "
+        f"KEY_ID {quote(lake.key)}, SECRET {quote(lake.secret)}, REGION {quote(lake.region)}, "
         f"ENDPOINT {quote(url.netloc)}, URL_STYLE 'path', "
         f"USE_SSL {'true' if url.scheme == 'https' else 'false'})"
     )
 
 
-def duckdb_connection(settings: Settings, memory_limit: str = DUCKDB_MEMORY_LIMIT):
-    """An ibis DuckDB backend that reads the profile's S3 with the packaged httpfs."""
+def duckdb_connection(lake: LakeAccess, memory_limit: str = DUCKDB_MEMORY_LIMIT):
+    """An ibis DuckDB backend that reads the lake's S3 with the packaged httpfs."""
     import ibis
 
-    temp = (settings.stack.data_dir if settings.stack else Path(".")) / "duckdb-tmp"
-    temp.mkdir(parents=True, exist_ok=True)
     con = ibis.duckdb.connect(
         extension_directory=str(extensions_dir()),
         autoinstall_known_extensions=False,
         autoload_known_extensions=True,
         memory_limit=memory_limit,
-        temp_directory=str(temp),
+        temp_directory=tempfile.mkdtemp(prefix="ridematch-duckdb-"),
         threads=os.cpu_count() or 1,
         # DuckDB runs an ASOF join as a nested loop when it *estimates* the left side
         # below this many rows; after a first ASOF join its estimate can be tiny while
@@ -131,25 +145,64 @@ def duckdb_connection(settings: Settings, memory_limit: str = DUCKDB_MEMORY_LIMI
         asof_loop_join_threshold=0,
     )
     con.raw_sql("LOAD httpfs")
-    con.raw_sql(duckdb_secret_sql(settings))
+    con.raw_sql(duckdb_secret_sql(lake))
     return con
 
 
-# One connection per process and profile. A forked child (the benchmarks measure in
-# forked children) must neither use nor close its parent's connection, whose threads did
-# not come along: it opens its own and keeps the inherited one referenced, untouched.
+# One connection per process and lake. A forked child (the benchmarks measure in forked
+# children) must neither use nor close its parent's connection, whose threads did not
+# come along: it opens its own and keeps the inherited one referenced, untouched.
 _CONNECTIONS: dict[tuple, object] = {}
 
 
-def use_duckdb(settings: Settings) -> None:
-    """Make ibis's default backend (the one Feast's DuckDB store reads with) a connection
-    to the profile's S3; a no-op for profiles on another store."""
-    if store_configs(settings)["offline_store"]["type"] not in DUCKDB_STORES:
-        return
-    import ibis
-
-    key = (os.getpid(), settings.s3_endpoint, settings.s3_region, *settings.s3_credentials())
-    con = _CONNECTIONS.get(key)
+def connection(lake: LakeAccess):
+    """The DuckDB connection (ibis backend) reading this lake; one per process and lake,
+    so two profiles in one process never share one."""
+    index = (os.getpid(), *lake)
+    con = _CONNECTIONS.get(index)
     if con is None:
-        con = _CONNECTIONS[key] = duckdb_connection(settings)
-    ibis.set_backend(con)
+        con = _CONNECTIONS[index] = duckdb_connection(lake)
+    return con
+
+
+def offline_store_config(settings: Settings) -> dict:
+    """The profile's ``offline_store`` for a RepoConfig: our ASOF store also gets the lake's
+    endpoint and keys (held in the config object, never in the environment)."""
+    config = dict(store_configs(settings)["offline_store"])
+    if config["type"] == ASOF_STORE:
+        lake = lake_access(settings)
+        config.update(
+            s3_endpoint=lake.endpoint,
+            s3_region=lake.region,
+            s3_key_id=lake.key,
+            s3_secret=lake.secret,
+        )
+    return config
+
+
+def lake_files(settings: Settings) -> str:
+    """How the store names the dataset's files under its folder: DuckDB reads no bare
+    folder, so it gets a glob over every date=/hour= partition; others the folder."""
+    return LAKE_GLOB if store_configs(settings)["offline_store"]["type"] in DUCKDB_STORES else ""
+
+
+def use_feast_store(settings: Settings) -> None:
+    """Feast's own stores (``duckdb``, ``dask``, ``ray``; the bench's comparisons and the
+    Ray profile) read S3 through process-wide settings: ibis's default backend for
+    DuckDB, the environment's keys for the others. Set them for such a profile; our
+    ASOF store needs none of this (it reads through ``connection``)."""
+    kind = store_configs(settings)["offline_store"]["type"]
+    if kind == ASOF_STORE:
+        return
+    if kind == "duckdb":
+        import ibis
+
+        ibis.set_backend(connection(lake_access(settings)))
+        return
+    key, secret = settings.s3_credentials()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=key,
+        AWS_SECRET_ACCESS_KEY=secret,
+        AWS_DEFAULT_REGION=settings.s3_region,
+        AWS_ENDPOINT_URL=settings.s3_endpoint,
+    )

@@ -1,5 +1,6 @@
 """Feast over the lake and Redis, on crafted data in a prefix and project of its own."""
 
+import os
 from datetime import timedelta
 
 import pandas as pd
@@ -172,3 +173,33 @@ def test_the_stream_push_makes_the_newest_driver_state_readable_online(isolated,
     assert counts["read"] == 4 and counts["skipped"] == 1
     now = features.online(fs, ["driver_s"])
     assert now["lat"][0] == 40.73 and now["status"][0] == "on_trip"
+
+
+def test_two_profiles_in_one_process_keep_apart_and_leave_the_environment_alone(settings, unique):
+    """Each store is built from its own settings object: no environment variable is set,
+    and each reads its own lake (here two prefixes) and its own registry."""
+    before = dict(os.environ)
+    a = settings.with_overrides(prefix=f"tests/{unique}-a")
+    b = settings.with_overrides(prefix=f"tests/{unique}-b")
+    land(a, [update("driver_a", 0, 40.70)])
+    land(b, [update("driver_b", 0, 40.80)])
+    fs_a = features.apply(a, f"t_{unique}_a")
+    fs_b = features.apply(b, f"t_{unique}_b")
+    entity = pd.DataFrame(
+        {"driver_id": ["driver_a", "driver_b"], "event_timestamp": [T0 + timedelta(minutes=1)] * 2}
+    )
+    service_a, service_b = (fs.get_feature_service(features.FEATURE_SERVICE) for fs in (fs_a, fs_b))
+    got_a = fs_a.get_historical_features(entity_df=entity, features=service_a).to_df()
+    got_b = fs_b.get_historical_features(entity_df=entity, features=service_b).to_df()
+    lat = lambda df, d: df.set_index("driver_id")["lat"].get(d)  # noqa: E731
+    assert lat(got_a, "driver_a") == 40.70 and pd.isna(lat(got_a, "driver_b"))
+    assert lat(got_b, "driver_b") == 40.80 and pd.isna(lat(got_b, "driver_a"))
+    assert fs_a.config.registry.path != fs_b.config.registry.path
+    assert dict(os.environ) == before
+
+
+def test_the_repository_applies_from_any_working_directory(isolated, tmp_path, monkeypatch):
+    settings, project = isolated
+    monkeypatch.chdir(tmp_path)  # Feast's own repo parser only works from the repo's parent
+    fs = features.apply(settings, project)
+    assert sorted(v.name for v in fs.list_feature_views()) == ["driver_state", "driver_stats"]

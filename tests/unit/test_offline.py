@@ -53,7 +53,7 @@ def test_a_wrong_feast_section_fails_fast_and_names_the_key(tmp_path, feast, nam
 
 def test_the_duckdb_secret_holds_the_profiles_endpoint_path_style_and_quoted_keys(tmp_path):
     settings = load_settings(profile(tmp_path), env=ENV)
-    sql = offline.duckdb_secret_sql(settings)
+    sql = offline.duckdb_secret_sql(offline.lake_access(settings))
     host = settings.s3_endpoint.split("://", 1)[1]
     assert f"ENDPOINT '{host}'" in sql and "URL_STYLE 'path'" in sql and "USE_SSL false" in sql
     assert "KEY_ID 'k''ey'" in sql  # a quote in a key cannot end the string
@@ -72,7 +72,6 @@ def test_the_ray_profile_selects_feasts_ray_store_and_engine_over_the_lakes_fold
     env = offline.feast_env(settings)
     assert yaml.safe_load(env["RIDEMATCH_FEAST_OFFLINE_STORE"])["type"] == "ray"
     assert yaml.safe_load(env["RIDEMATCH_FEAST_BATCH_ENGINE"])["type"] == "ray.engine"
-    assert env["RIDEMATCH_LAKE_FILES"] == ""  # Ray reads the folder; DuckDB alone a glob
+    assert offline.lake_files(settings) == ""  # Ray reads the folder; DuckDB alone a glob
     assert env["AWS_ENDPOINT_URL"] == settings.s3_endpoint  # pyarrow in Ray finds our S3
-    default = offline.feast_env(load_settings("params/local.yaml", env=ENV))
-    assert default["RIDEMATCH_LAKE_FILES"] == offline.LAKE_GLOB
+    assert offline.lake_files(load_settings("params/local.yaml", env=ENV)) == offline.LAKE_GLOB
