@@ -8,9 +8,11 @@ from ridematch_nb.storage import Lake, chunk_name, data_key
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 
 
-def update(driver: str, minute: float, lat: float, status: str = "idle", rate: float = 0.5):
-    ts = T0 + timedelta(minutes=minute)
-    event = {
+def driver_update(
+    driver: str, ts: datetime, lat: float, status: str = "idle", rate: float = 0.5, ms: int = 1000
+) -> dict:
+    """A valid driver_update at ``ts`` (whole seconds)."""
+    return {
         "event_type": "driver_update",
         "driver_id": driver,
         "lat": lat,
@@ -18,9 +20,14 @@ def update(driver: str, minute: float, lat: float, status: str = "idle", rate: f
         "status": status,
         "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "accept_rate_7d": rate,
-        "avg_response_ms": 1000,
+        "avg_response_ms": ms,
     }
-    return event, ts
+
+
+def update(driver: str, minute: float, lat: float, status: str = "idle", rate: float = 0.5):
+    """A driver_update ``minute`` minutes after T0, with its time."""
+    ts = T0 + timedelta(minutes=minute)
+    return driver_update(driver, ts, lat, status, rate), ts
 
 
 def land(settings, rows, offset0: int = 0) -> None:

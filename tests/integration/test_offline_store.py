@@ -16,24 +16,12 @@ import pytest
 from ridematch_nb import features
 from ridematch_nb.columnar import landed_table as to_table
 from ridematch_nb.storage import Lake, chunk_name, data_key
+from tests.helpers.lake import driver_update as event
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 STATE = ["lat", "lon", "status"]  # driver_state, TTL 30 minutes
 STATS = ["accept_rate_7d", "avg_response_ms"]  # driver_stats, TTL 7 days
 TTL = {"state": timedelta(minutes=30), "stats": timedelta(days=7)}
-
-
-def event(driver: str, ts: datetime, lat: float, status: str, rate: float, ms: int) -> dict:
-    return {
-        "event_type": "driver_update",
-        "driver_id": driver,
-        "lat": lat,
-        "lon": -73.98,
-        "status": status,
-        "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "accept_rate_7d": rate,
-        "avg_response_ms": ms,
-    }
 
 
 def land(settings, updates: pd.DataFrame) -> None:
