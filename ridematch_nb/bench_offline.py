@@ -23,6 +23,7 @@ reported beside its time: they must agree.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -87,11 +88,13 @@ def limit_join(settings: Settings, views: dict) -> dict:
 
 def store_build(settings: Settings, store: dict | None = None) -> dict:
     """The training set's driver features from Feast, as notebook 05 gets them."""
-    from ridematch_nb import features
+    from ridematch_nb import features, offline
     from ridematch_nb.storage import read_dataset
 
     if store is not None:
         settings = settings.with_overrides(feast={**settings.feast, "offline_store": store})
+        if store["type"] not in offline.DUCKDB_STORES:  # this runs in a child of its own
+            os.environ.update(offline.feast_store_env(settings))
     t0 = time.perf_counter()
     fs = features.store(settings)
     offers = read_dataset(settings, "offer_outcome", columns=OFFER_COLUMNS).to_pandas()

@@ -186,11 +186,25 @@ def lake_files(settings: Settings) -> str:
     return LAKE_GLOB if store_configs(settings)["offline_store"]["type"] in DUCKDB_STORES else ""
 
 
+def feast_store_env(settings: Settings) -> dict[str, str]:
+    """What Feast's own dask and Ray stores need in the environment to read the lake
+    (they take S3 keys from nowhere else); for a process of their own to export."""
+    key, secret = settings.s3_credentials()
+    return {
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": settings.s3_region,
+        "AWS_ENDPOINT_URL": settings.s3_endpoint,
+    }
+
+
 def use_feast_store(settings: Settings) -> None:
     """Feast's own stores (``duckdb``, ``dask``, ``ray``; the bench's comparisons and the
-    Ray profile) read S3 through process-wide settings: ibis's default backend for
-    DuckDB, the environment's keys for the others. Set them for such a profile; our
-    ASOF store needs none of this (it reads through ``connection``)."""
+    Ray profile) read S3 through process-wide settings. For ``duckdb``: make ibis's
+    default backend a connection to the lake. For the others the environment must hold
+    the keys (``feast_store_env``): this never writes it, and fails fast naming what to
+    export when it does not. Our ASOF store needs none of this (it reads through
+    ``connection``)."""
     kind = store_configs(settings)["offline_store"]["type"]
     if kind == ASOF_STORE:
         return
@@ -199,10 +213,11 @@ def use_feast_store(settings: Settings) -> None:
 
         ibis.set_backend(connection(lake_access(settings)))
         return
-    key, secret = settings.s3_credentials()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID=key,
-        AWS_SECRET_ACCESS_KEY=secret,
-        AWS_DEFAULT_REGION=settings.s3_region,
-        AWS_ENDPOINT_URL=settings.s3_endpoint,
-    )
+    wanted = feast_store_env(settings)
+    if any(os.environ.get(k) != v for k, v in wanted.items()):
+        raise ConfigError(
+            f"params file {settings.params_file}: Feast's {kind!r} store reads S3 keys only "
+            "from the environment; export "
+            + ", ".join(sorted(wanted))
+            + " (ridematch_nb.offline.feast_store_env gives their values) and run again"
+        )

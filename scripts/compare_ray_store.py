@@ -8,6 +8,7 @@ Prints, per feature, how often each store agrees with the reference, and where R
 gives a value the reference says is past the view's TTL.
 """
 
+import os
 import sys
 import time
 import uuid
@@ -17,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ridematch_nb import features
+from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
 from ridematch_nb.stack import LocalStack
 from tests.integration.test_offline_store import (
@@ -40,6 +41,7 @@ def main(params: str = "params/ci.yaml") -> None:
     ours = retrieve(features.apply(settings, f"t_ray{tag}"), entities)
     ray_profile = load_settings("params/ray.yaml")
     ray_settings = settings.with_overrides(feast=ray_profile.feast)
+    os.environ.update(offline.feast_store_env(ray_settings))  # Ray reads S3 keys from there
     t0 = time.perf_counter()
     theirs = retrieve(features.apply(ray_settings, f"t_ray{tag}"), entities)
     print(f"Ray store: {time.perf_counter() - t0:.0f} s for {len(theirs)} entity rows")
