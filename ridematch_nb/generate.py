@@ -29,10 +29,20 @@ class WorldEnd:
     seed: int
     t: int
     requests_unfulfilled: int
+    params: dict  # the WorldParams, so later stages can rebuild this world
+    dispatch: dict  # what nearest-driver dispatch did (sim.DispatchLog)
 
     @classmethod
     def of(cls, world: World) -> WorldEnd:
-        return cls(world.p.seed, world.t, world.requests_unfulfilled)
+        log = world.log
+        dispatch = {
+            **{k: round(v, 4) for k, v in log.metrics().items()},
+            "unfulfilled_by_hour": dict(sorted(log.unfulfilled_by_hour.items())),
+            "unfulfilled_by_area": dict(
+                sorted(log.unfulfilled_by_area.items(), key=lambda kv: -kv[1])
+            ),
+        }
+        return cls(world.p.seed, world.t, world.requests_unfulfilled, asdict(world.p), dispatch)
 
 
 @dataclass
@@ -53,9 +63,12 @@ class GenerateSummary:
     seconds: float
     events_per_s: float
     requests_unfulfilled: int
+    requests_fulfilled_share: float  # requests some driver accepted, of all made
     stream_sha256: str  # digest of every (key, value) in order: same seed + params, same digest
     offsets: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first, last]
     errors: list[str] = field(default_factory=list)
+    world: dict = field(default_factory=dict)  # the WorldParams of this stream
+    dispatch: dict = field(default_factory=dict)  # WorldEnd.dispatch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,9 +91,12 @@ def _summary(mode, topic, parts, world: WorldEnd, start, ticks, counts, delivery
         seconds=round(seconds, 3),
         events_per_s=round(delivery.delivered / max(seconds, 1e-9), 1),
         requests_unfulfilled=world.requests_unfulfilled,
+        requests_fulfilled_share=world.dispatch["fulfilled"],
         stream_sha256=sha,
         offsets=dict(sorted(delivery.offsets.items())),
         errors=delivery.errors,
+        world=world.params,
+        dispatch=world.dispatch,
     )
 
 

@@ -190,6 +190,21 @@ def _model_block(figures: dict[str, dict]) -> list[str]:
             cells = [m.get(k) for k in ("auc", "log_loss", "top1", "ndcg")]
             text = "".join(f"{v:>8.3f}" if isinstance(v, float) else f"{'-':>8}" for v in cells)
             lines.append(f"    {name:<16}{text[:8]}{text[8:16]:>10}{text[16:]}")
+    policies = figures.get("07_dispatch", {}).get("policies")
+    if policies:
+        seeds = figures["07_dispatch"]["seeds"]
+        lines += [
+            "",
+            f"Dispatch policies (held-out period replayed, mean over {seeds} seeds):",
+            f"    {'policy':<10}{'fulfilled':>10}{'1st-offer':>10}{'offers':>8}"
+            f"{'wait s':>8}{'pickup km':>10}",
+        ]
+        for name, m in policies.items():
+            lines.append(
+                f"    {name:<10}{m['fulfilled']:>10.3f}{m['first_offer_acceptance']:>10.3f}"
+                f"{m['offers_per_fulfilled']:>8.2f}{m['seconds_to_acceptance']:>8.1f}"
+                f"{m['pickup_km']:>10.2f}"
+            )
     latency = figures.get("06_match", {}).get("latency_ms")
     if latency:
         lines += ["", "Match latency (ms):       p50      p99"]

@@ -319,3 +319,40 @@ def latency(timings: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+POLICY_COLORS = {"nearest": "#8C8C8C", "model": "#4C72B0", "oracle": "#55A868"}
+POLICY_METRICS = {  # figure of the replay -> what its axis says
+    "fulfilled": "share of requests fulfilled",
+    "first_offer_acceptance": "first-offer acceptance",
+    "offers_per_fulfilled": "offers per fulfilled request",
+    "seconds_to_acceptance": "seconds from request to acceptance",
+    "pickup_km": "pickup km (fulfilled)",
+}
+
+
+def dispatch_policies(runs: pd.DataFrame) -> Figure:
+    """One panel per figure of the replay: a bar per policy (mean over the seeds), a dot
+    per seed, so a reader sees whether a difference stands out of the spread."""
+    policies = [p for p in POLICY_COLORS if p in set(runs["policy"])]
+    fig, axes = plt.subplots(1, len(POLICY_METRICS), figsize=(13, 3.4))
+    for ax, (metric, title) in zip(axes, POLICY_METRICS.items(), strict=True):
+        per = [runs.loc[runs["policy"] == p, metric].to_numpy() for p in policies]
+        x = np.arange(len(policies))
+        ax.bar(x, [v.mean() for v in per], color=[POLICY_COLORS[p] for p in policies], alpha=0.8)
+        for xi, values in zip(x, per, strict=True):
+            ax.scatter(np.full(len(values), xi), values, color="black", s=10, zorder=3)
+        low = min(v.min() for v in per)
+        if metric in ("fulfilled", "first_offer_acceptance"):
+            ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(v.max() for v in per) + 0.05))
+        ax.set_xticks(x, policies)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        f"dispatch policies on the held-out period ({runs['seed'].nunique()} seeds)",
+        fontsize=10,
+        x=0.01,
+        ha="left",
+    )
+    fig.tight_layout()
+    return fig

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"chunking", "etl_writer", "etl"},
     {"offline", "asof_store", "features", "online"},
     {"training"},
-    {"matching"},
+    {"matching", "dispatch"},
     {"watch", "explore", "plots", "pipeline"},
     {"services", "stack", "lab"},
     {"bench_harness", "bench_events", "bench_online", "bench", "bench_offline", "cli", "__main__"},

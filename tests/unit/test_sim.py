@@ -127,3 +127,88 @@ def test_request_rate_follows_the_demand_curve():
     expected = 3600 * 0.5 * DEMAND[8]  # 12:00 UTC is 8 am in New York (EDT)
     assert abs(requests - expected) < 4 * expected**0.5
     assert 9.5 * 3600 < updates < 11.5 * 3600
+
+
+def _run(world: World, seconds: int) -> list[dict]:
+    return [e for _ in range(seconds) for e in world.step()]
+
+
+def test_policies_share_the_demand_and_each_offers_coin():
+    """Common random numbers: under another policy the riders ask the same rides at the
+    same seconds, and a driver offered the same request from the same place gives the same
+    answer (its coins are the offer's own; the place may differ with the policy)."""
+    params = WorldParams(seed=3, **SMALL)
+    near, best = _run(World(params), 3600), _run(World(params, policy=sim.oracle), 3600)
+
+    def requests(events):
+        return [e for e in events if e["event_type"] == "rider_request"]
+
+    def answers(events):
+        return {
+            (e["request_id"], e["driver_id"], e["pickup_km"]): (
+                e["accepted"],
+                e["response_ms"],
+                e["offer_id"],
+            )
+            for e in events
+            if e["event_type"] == "offer_outcome"
+        }
+
+    assert requests(near) == requests(best) and len(requests(near)) > 300
+    a, b = answers(near), answers(best)
+    shared = a.keys() & b.keys()
+    assert len(shared) > 20 and len(shared) < len(a)  # the policies differ, and overlap
+    assert all(a[k] == b[k] for k in shared)
+
+
+def test_the_oracle_gets_more_first_offers_accepted_than_nearest_first():
+    # supply to spare, so a policy has candidates to choose among
+    params = WorldParams(
+        seed=4, n_drivers=300, n_riders=600, request_rate=0.04, start=SMALL["start"]
+    )
+    worlds = {
+        name: World(params, policy=p) for name, p in (("near", sim.nearest), ("best", sim.oracle))
+    }
+    for world in worlds.values():
+        _run(world, 2 * 3600)
+    near, best = (w.log.metrics() for w in worlds.values())
+    assert near["requests"] == best["requests"]
+    assert best["first_offer_acceptance"] > near["first_offer_acceptance"] + 0.05
+
+
+def test_a_quiet_world_dispatches_exactly_as_the_one_that_emits_events():
+    params = WorldParams(seed=6, **SMALL)
+    loud, quiet = World(params), World(params, quiet=True)
+    events, silent = _run(loud, 1800), _run(quiet, 1800)
+    assert not any(e["event_type"] == "driver_update" for e in silent)
+    assert [e for e in events if e["event_type"] != "driver_update"] == silent
+    assert loud.log == quiet.log
+    # and what each driver last reported is the same, emitted or not
+    assert np.array_equal(loud.rep_t, quiet.rep_t) and np.array_equal(loud.rep_lat, quiet.rep_lat)
+
+
+def test_the_dispatch_log_agrees_with_the_events():
+    params = WorldParams(seed=9, **SMALL)
+    world = World(params)
+    events = _run(world, 3600)
+    made = {
+        e["request_id"]: parse_ts(e["timestamp"]).timestamp()
+        for e in events
+        if e["event_type"] == "rider_request"
+    }
+    offers = [e for e in events if e["event_type"] == "offer_outcome"]
+    accepted = [o for o in offers if o["accepted"]]
+    # requests made in the last two minutes may still be resolving at the end
+    settled = {r for r, t in made.items() if t < world.t - 120}
+    log = world.log.metrics()
+    assert log["requests"] == len(made)
+    firsts = [o for o in offers if o["offer_rank"] == 1 and o["request_id"] in settled]
+    fulfilled = [o for o in accepted if o["request_id"] in settled]
+    assert world.log.fulfilled >= len(fulfilled) and world.log.first_offers >= len(firsts)
+    assert world.log.fulfilled - len(fulfilled) <= len(made) - len(settled)
+    mean_pickup = np.mean([o["pickup_km"] for o in accepted])
+    assert log["pickup_km"] == pytest.approx(mean_pickup, rel=1e-9)
+    assert log["offers_per_fulfilled"] == pytest.approx(
+        np.mean([o["offer_rank"] for o in accepted])
+    )
+    assert world.requests_unfulfilled + world.log.fulfilled <= len(made)
