@@ -6,7 +6,14 @@ import argparse
 import logging
 import sys
 
-from ridematch_nb.config import ETL_GROUP, PUSH_GROUP, ConfigError, ParameterError, load_settings
+from ridematch_nb.config import (
+    ETL_GROUP,
+    PUSH_GROUP,
+    ConfigError,
+    ParameterError,
+    load_settings,
+    resolve_path,
+)
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -156,6 +163,13 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.dispatch:
+        from ridematch_nb.bench_dispatch import run_dispatch_bench
+
+        run = resolve_path(args.run) if args.run else None
+        results = run_dispatch_bench(_settings(args), run, args.seeds, args.window_hours)
+        print(f"results: {results['path']}")
+        return 0
     if args.offline:
         from ridematch_nb.bench_offline import run_offline_bench
 
@@ -297,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         choices=["duckdb", "dask"],
         help="with --offline: also Feast's own duckdb / dask store, once each",
+    )
+    p.add_argument(
+        "--dispatch",
+        action="store_true",
+        help="instead: replay a run's held-out period under each dispatch policy (after "
+        "make demo), with more seeds and a longer window than notebook 07",
+    )
+    p.add_argument("--run", help="with --dispatch: the run folder (default: the newest)")
+    p.add_argument("--seeds", type=int, default=10, help="with --dispatch: seeds")
+    p.add_argument(
+        "--window-hours",
+        type=float,
+        default=0.0,
+        help="with --dispatch: hours replayed from the training cut (0: to the end)",
     )
     p.set_defaults(func=_cmd_bench)
 

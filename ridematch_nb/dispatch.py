@@ -18,11 +18,12 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ridematch_nb.config import ParameterError
 from ridematch_nb.events import DRIVER_STATUSES, parse_ts
@@ -124,7 +125,11 @@ def _run(task: tuple[str, int]) -> dict:
 
 
 def run_replay(
-    plan: ReplayPlan, trained: TrainedModel, state_ttl_s: float, workers: int | None = None
+    plan: ReplayPlan,
+    trained: TrainedModel,
+    state_ttl_s: float,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """One row per (policy, seed): the figures of ``METRICS`` and the request count.
     The world is warmed up once; the runs go to ``workers`` forked processes (default:
@@ -132,19 +137,29 @@ def run_replay(
     if plan.window_s <= 0 or not plan.seeds:
         raise ParameterError("replay needs window_s > 0 and at least one seed")
     policies = {"nearest": nearest, "model": model_policy(trained, state_ttl_s), "oracle": oracle}
-    world = warm_up(plan.params, plan.cut_epoch)
     tasks = [(name, seed) for seed in plan.seeds for name in POLICIES]
-    _SHARED.update(world=world, policies=policies, window_s=plan.window_s)
-    try:
-        workers = workers or os.cpu_count() or 1
-        if workers == 1:
-            rows = [_run(t) for t in tasks]
-        else:
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                rows = list(pool.map(_run, tasks))
-    finally:
-        _SHARED.clear()
+    with tqdm(total=len(tasks) + 1, desc="replay", unit="run", disable=not progress) as bar:
+        bar.set_postfix_str("warming up to the cut")
+        world = warm_up(plan.params, plan.cut_epoch)
+        bar.update()
+        bar.set_postfix_str("")
+        _SHARED.update(world=world, policies=policies, window_s=plan.window_s)
+        try:
+            workers = workers or os.cpu_count() or 1
+            if workers == 1:
+                rows = []
+                for task in tasks:
+                    rows.append(_run(task))
+                    bar.update()
+            else:
+                context = multiprocessing.get_context("fork")
+                with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                    futures = [pool.submit(_run, t) for t in tasks]
+                    for _ in as_completed(futures):
+                        bar.update()
+                    rows = [f.result() for f in futures]
+        finally:
+            _SHARED.clear()
     return pd.DataFrame(rows)
 
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from ridematch_nb import offline
 from ridematch_nb.config import PROJECT_ROOT, Settings
-from ridematch_nb.redis_io import check_redis
-from ridematch_nb.storage import read_dataset
+from ridematch_nb.redis_io import check_redis, redis_client
+from ridematch_nb.storage import Lake, lake_path, read_dataset
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,12 @@ def materialize(fs, settings: Settings) -> dict:
     The first run starts at the oldest landed event (the simulated history lies in
     the past, beyond Feast's default look-back of one TTL); later runs continue
     incrementally from where the last one ended, unless the lake now holds another
-    history (a backfill replaced it) or Redis lost what the registry remembers (a
-    reset stack): then it starts over from the lake's first event, which is
-    harmless, as Redis keeps the newer of two values.
+    history (a file materialized before is gone or changed: a backfill replaced it)
+    or Redis lost what the registry remembers (a reset stack): then it forgets the
+    project's online values and starts over from the lake's first event. Forgetting
+    matters: Feast's Redis store keeps the newer of two values, and another history
+    (another seed, another world) can hold a newer value for a driver than this
+    one's newest.
     """
     check_redis(settings)
     span = event_time_range(settings)
@@ -181,15 +184,29 @@ def materialize(fs, settings: Settings) -> dict:
     end = min(span[1] + pd.Timedelta(seconds=1), datetime.now(UTC))
     views = fs.list_feature_views()
     done = [v.most_recent_end_time for v in views if v.most_recent_end_time]
-    newest = latest_offline(settings).sort_values("timestamp").index[-1:].tolist()
-    online_empty = online(fs, newest)[STORE_FEATURES].isna().all(axis=None)
-    if len(done) == len(views) and span[0] <= min(done) <= end and not online_empty:
+    files = Lake(settings).etags(lake_path(settings.prefix, "driver_update/"))
+    client = redis_client(settings)
+    seen_key = f"{fs.project}:materialized_files"
+    seen = {k.decode(): v.decode() for k, v in client.hgetall(seen_key).items()}
+    same_history = bool(seen) and all(files.get(k) == etag for k, etag in seen.items())
+    if same_history and len(done) == len(views) and span[0] <= min(done) <= end:
         start = min(done)
         fs.materialize_incremental(end_date=end)
     else:
         start = span[0]
+        forget_online(fs)
+        client.delete(seen_key)
         fs.materialize(start_date=start, end_date=end)
+    if files:
+        client.hset(seen_key, mapping=files)
     return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def forget_online(fs) -> None:
+    """Delete every driver's online values of this project (Feast's own Redis store call)."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    RedisOnlineStore().delete_entity_values(fs.config, ["driver_id"])
 
 
 def online(fs, driver_ids: list[str], features: list[str] | None = None) -> pd.DataFrame:

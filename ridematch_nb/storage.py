@@ -127,11 +127,15 @@ class Lake:
 
     def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (botocore's paginator follows the continuation)."""
+        return list(self.etags(prefix))
+
+    def etags(self, prefix: str) -> dict[str, str]:
+        """Every key under ``prefix`` with its ETag (which changes with the content)."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix
         )
         try:
-            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+            return {obj["Key"]: obj["ETag"] for page in pages for obj in page.get("Contents", [])}
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(f"list {prefix}", exc) from exc
 

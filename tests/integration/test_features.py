@@ -10,7 +10,7 @@ import redis
 from ridematch_nb import features, online
 from ridematch_nb.redis_io import RedisUnavailable
 from ridematch_nb.stack import port_is_free
-from ridematch_nb.storage import S3Unavailable
+from ridematch_nb.storage import Lake, S3Unavailable
 from tests.helpers.lake import T0, land, update
 
 
@@ -66,7 +66,10 @@ def test_point_in_time_lookup_takes_the_latest_value_at_or_before_t_within_ttl(i
 
 def _snapshot(settings, project: str) -> dict:
     client = redis.Redis.from_url(settings.redis_url)
-    return {k: client.hgetall(k) for k in client.scan_iter(count=1000) if project.encode() in k}
+    # Feast's keys end with the project's name
+    return {
+        k: client.hgetall(k) for k in client.scan_iter(count=1000) if k.endswith(project.encode())
+    }
 
 
 def test_online_equals_latest_offline_and_materializing_twice_changes_nothing(isolated):
@@ -86,6 +89,25 @@ def test_online_equals_latest_offline_and_materializing_twice_changes_nothing(is
     start, end = T0 - timedelta(minutes=1), T0 + timedelta(hours=1)
     fs.materialize(start_date=start, end_date=end)  # the same window again
     assert _snapshot(settings, project) == before
+
+
+def test_another_history_replaces_online_values_even_newer_ones(isolated):
+    """A backfill with another seed replaces the lake; the old history's newest value
+    for a driver can be newer than the new one's, and Feast's Redis store keeps the
+    newer of two values: materializing the new history must still put its values
+    online (before the fix, driver_a kept the old 40.79)."""
+    settings, project = isolated
+    land(settings, [update("driver_a", 40, 40.79), update("driver_b", 40, 40.80)])
+    fs = features.apply(settings, project)
+    features.materialize(fs, settings)
+    assert features.online(fs, ["driver_a"])["lat"][0] == 40.79
+    lake = Lake(settings)
+    lake.delete(lake.keys(f"{settings.prefix}/"))
+    land(settings, [update("driver_a", 10, 40.71), update("driver_a", 20, 40.72)])
+    features.materialize(fs, settings)
+    got = features.online(fs, ["driver_a", "driver_b"])
+    assert got["lat"].tolist()[0] == 40.72
+    assert got[features.STORE_FEATURES].iloc[1].isna().all()  # not in this history
 
 
 def test_the_serving_reader_returns_what_feast_returns(isolated):

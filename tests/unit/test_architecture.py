@@ -23,7 +23,16 @@ LAYERS: list[set[str]] = [
     {"matching", "dispatch"},
     {"watch", "explore", "plots", "pipeline"},
     {"services", "stack", "lab"},
-    {"bench_harness", "bench_events", "bench_online", "bench", "bench_offline", "cli", "__main__"},
+    {
+        "bench_harness",
+        "bench_events",
+        "bench_online",
+        "bench",
+        "bench_offline",
+        "bench_dispatch",
+        "cli",
+        "__main__",
+    },
     {"live"},
     {"dashboard"},
 ]

@@ -1,0 +1,87 @@
+"""The dispatch replay: its plan, the model policy's view of the drivers, fair runs."""
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ridematch_nb import dispatch, sim
+from ridematch_nb.config import ParameterError
+from ridematch_nb.sim import World, WorldParams
+
+SMALL = {"n_drivers": 200, "n_riders": 400, "request_rate": 0.03, "start": "2026-10-05T11:00:00Z"}
+
+
+class ScoresByReportedRate:
+    """A stand-in model: scores a candidate by the accept rate it last reported."""
+
+    def __init__(self):
+        self.features = ["accept_rate_7d", "pickup_km"]
+        self.seen = []
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        self.seen.append(frame)
+        return frame["accept_rate_7d"].to_numpy()
+
+
+def test_the_model_policy_sees_what_drivers_last_reported_and_skips_expired_state():
+    world = World(WorldParams(seed=1, **SMALL))
+    for _ in range(600):
+        world.step()
+    candidates = np.array([3, 4, 5])
+    world.rep_rate[candidates] = [0.2, 0.9, 0.95]
+    world.rep_t[candidates] = [world.t, world.t, world.t - 1801]  # 5's state has expired
+    request = sim.Request("r", "rider_1", [40.75, -73.98], [40.70, -74.0], 1, world.t)
+    model = ScoresByReportedRate()
+    policy = dispatch.model_policy(model, state_ttl_s=1800)
+    assert policy(world, request, candidates, np.array([1.0, 2.0, 0.5])) == 1
+    # pickup from the reported position, not the true one
+    seen = model.seen[-1]
+    expected = sim.distance_km(world.rep_lat[candidates], world.rep_lon[candidates], 40.75, -73.98)
+    assert np.allclose(seen["pickup_km"], expected)
+
+
+def test_a_replay_counts_the_window_only_and_every_policy_sees_the_same_requests():
+    params = WorldParams(seed=2, **SMALL)
+    world = dispatch.warm_up(params, World(params).t + 1800)
+    before = world.log.requests
+    results = {
+        p: dispatch.replay(world, fn, 7, 1200) for p, fn in (("n", sim.nearest), ("o", sim.oracle))
+    }
+    assert results["n"]["requests"] == results["o"]["requests"] > 20
+    assert world.log.requests == before  # the warm world itself is left as it was
+    again = dispatch.replay(world, sim.nearest, 7, 1200)
+    assert again == results["n"]  # a replay is deterministic
+    assert dispatch.replay(world, sim.nearest, 8, 1200) != again  # and the seed matters
+
+
+def test_plan_starts_at_the_end_of_the_training_data_and_names_wrong_parameters():
+    class Trained:
+        data_range = types.MappingProxyType({"to": "2026-10-05 13:14:59+00:00"})
+
+    generated = {"world": {"seed": 42, **SMALL}, "sim_end": "2026-10-05T14:00:00Z"}
+    plan = dispatch.plan(generated, Trained, seeds=5, window_hours=0)
+    assert pd.Timestamp(plan.cut_epoch, unit="s", tz="UTC") == pd.Timestamp("2026-10-05 13:15:00Z")
+    assert plan.window_s == 45 * 60 and plan.seeds == [1, 2, 3, 4, 5]
+    assert plan.params.n_drivers == 200
+    assert dispatch.plan(generated, Trained, seeds=2, window_hours=0.25).window_s == 900
+    assert dispatch.plan(generated, Trained, seeds=2, window_hours=9).window_s == 45 * 60
+    with pytest.raises(ParameterError, match="seeds"):
+        dispatch.plan(generated, Trained, seeds=0, window_hours=0)
+    with pytest.raises(ParameterError, match="window_hours"):
+        dispatch.plan(generated, Trained, seeds=2, window_hours=-1)
+
+
+def test_the_policy_table_is_the_mean_and_spread_of_the_runs():
+    runs = pd.DataFrame(
+        [
+            {"policy": p, "seed": s, "requests": 10, **{m: base + s for m in dispatch.METRICS}}
+            for p, base in (("oracle", 2.0), ("nearest", 0.0), ("model", 1.0))
+            for s in (1, 2, 3)
+        ]
+    )
+    table = dispatch.policy_table(runs)
+    assert list(table.index) == ["nearest", "model", "oracle"]
+    assert table.at["model", "fulfilled"] == 3.0 and table.at["model", "fulfilled_sd"] == 1.0
+    assert dispatch.gap_closed(table) == pytest.approx(0.5)
