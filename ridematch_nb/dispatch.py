@@ -62,7 +62,7 @@ def model_policy(trained: TrainedModel, state_ttl_s: float) -> Policy:
             "dest_lon": np.full(len(candidates), request.dest[1]),
         }
         cols.update(derived_features(cols, pd.Timestamp(world.t, unit="s", tz="UTC")))
-        scores = trained.scores(pd.DataFrame({f: cols[f] for f in trained.features}))
+        scores = trained.score_columns(cols)
         served = world.t - world.rep_t[candidates] <= state_ttl_s
         return int(np.argmax(np.where(served, scores, -1.0)))
 
@@ -119,9 +119,14 @@ _SHARED: dict = {}
 
 
 def _run(task: tuple[str, int]) -> dict:
+    from threadpoolctl import threadpool_limits
+
     name, seed = task
     world, policies, window_s = _SHARED["world"], _SHARED["policies"], _SHARED["window_s"]
-    return {"policy": name, "seed": seed, **replay(world, policies[name], seed, window_s)}
+    # one scoring thread: a prediction per offer is small, and OpenMP threads spinning
+    # on a shared machine made each take a hundred times longer
+    with threadpool_limits(1):
+        return {"policy": name, "seed": seed, **replay(world, policies[name], seed, window_s)}
 
 
 def run_replay(

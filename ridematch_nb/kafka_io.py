@@ -206,7 +206,9 @@ def admin_client(settings: Settings, attempts: int = 1) -> KafkaAdminClient:
         lambda: KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap,
             bootstrap_timeout_ms=3000,
-            request_timeout_ms=10000,
+            # creating and deleting topics: Tansu writes them to S3, which on a busy
+            # machine took longer than 10 s (two backfills at once timed out)
+            request_timeout_ms=30000,
         ),
         attempts,
         1.0,

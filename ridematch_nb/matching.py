@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ridematch_nb.config import Settings
 from ridematch_nb.features import STORE_FEATURES, values_equal
@@ -50,6 +51,9 @@ class Matcher:
         max_candidates: int = 50,
     ) -> None:
         self.model, self.key = trained, index_key(project)
+        # one request's candidates are a few rows: OpenMP threads cost more than they
+        # give there, and on a busy machine they made a prediction a hundred times slower
+        threadpool_limits(1)
         self.radius_km, self.max_candidates = radius_km, max_candidates
         self.redis = redis_client(settings)
         self.reader = OnlineReader(fs, settings, trained.feature_service)
@@ -83,7 +87,7 @@ class Matcher:
         ranked = pd.DataFrame(columns=RANKED)
         if keep:
             cols.update(derived_features(cols, request["timestamp"]))
-            scores = self.model.scores(pd.DataFrame({f: cols[f] for f in self.model.features}))
+            scores = self.model.score_columns(cols)
             order = np.argsort(-scores, kind="stable")
             cols["score"] = scores
             ranked = pd.DataFrame({c: np.asarray(cols[c])[order] for c in RANKED})

@@ -121,6 +121,10 @@ def speed_kmh(hour: int) -> float:
     return 30.0 if hour < 6 else 22.0
 
 
+# Drivers' accept propensity (logit scale): mean and spread. The spread is what a
+# dispatch policy can learn from a driver's history beyond its distance.
+PROPENSITY = (1.6, 1.5)
+
 # Idle drivers head for a place riders ask from, a nearer one more likely (km scale).
 REPOSITION_KM = 8.0
 
@@ -296,7 +300,7 @@ class World:
         homes = _spots(rng, RESIDENTIAL, n, extra_spread=2.0)
         self.home_lat, self.home_lon = homes[:, 0], homes[:, 1]
         self.ids = [f"driver_{i}" for i in range(n)]
-        self.propensity = rng.normal(1.6, 0.9, n)
+        self.propensity = rng.normal(*PROPENSITY, n)
         self.resp_mean_ms = np.exp(rng.normal(math.log(1200), 0.5, n)).clip(250, 8000)
         # Shifts of 7-11 hours, starting so that supply follows the demand curve.
         self.shift_start = rng.choice(SHIFT_STARTS, n, p=SHIFT_SHARES)

@@ -20,9 +20,9 @@ class ScoresByReportedRate:
         self.features = ["accept_rate_7d", "pickup_km"]
         self.seen = []
 
-    def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        self.seen.append(frame)
-        return frame["accept_rate_7d"].to_numpy()
+    def score_columns(self, cols: dict) -> np.ndarray:
+        self.seen.append(pd.DataFrame({f: cols[f] for f in self.features}))
+        return np.asarray(cols["accept_rate_7d"])
 
 
 def test_the_model_policy_sees_what_drivers_last_reported_and_skips_expired_state():
