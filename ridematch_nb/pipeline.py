@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ridematch_nb.config import PROJECT_ROOT, ConfigError, load_settings
+from ridematch_nb.dispatch import POLICIES
 from ridematch_nb.runs import RUNS_DIR, new_run_id, run_folder
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ def _model_block(figures: dict[str, dict]) -> list[str]:
             f"    {'policy':<10}{'fulfilled':>10}{'1st-offer':>10}{'offers':>8}"
             f"{'wait s':>8}{'pickup km':>10}",
         ]
-        for name, m in policies.items():
+        for name in (p for p in POLICIES if p in policies):  # the record sorts its keys
+            m = policies[name]
             lines.append(
                 f"    {name:<10}{m['fulfilled']:>10.3f}{m['first_offer_acceptance']:>10.3f}"
                 f"{m['offers_per_fulfilled']:>8.2f}{m['seconds_to_acceptance']:>8.1f}"
