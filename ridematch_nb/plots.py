@@ -326,7 +326,7 @@ POLICY_METRICS = {  # figure of the replay -> what its axis says
     "fulfilled": "share of requests fulfilled",
     "first_offer_acceptance": "first-offer acceptance",
     "offers_per_fulfilled": "offers per fulfilled request",
-    "seconds_to_acceptance": "seconds from request to acceptance",
+    "seconds_to_acceptance": "seconds to acceptance",
     "pickup_km": "pickup km (fulfilled)",
 }
 
