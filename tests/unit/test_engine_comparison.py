@@ -88,3 +88,110 @@ def test_the_spark_profile_is_feasts_spark_store_with_settings_hadoop_aws_331_re
     provider = conf["spark.hadoop.fs.s3a.aws.credentials.provider"]
     assert provider.startswith("com.amazonaws.") and "Environment" in provider
     assert not any("secret" in k.lower() or "access.key" in k for k in conf)  # no keys here
+
+
+def spark_settings(**env):
+    return load_settings("params/spark.yaml", env={**ENV, **env})
+
+
+def test_the_spark_profile_gives_the_views_a_spark_source_breaking_ties_by_kafka_offset():
+    from feast import FeatureView, FileSource, PushSource
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    from ridematch_nb import features
+
+    objects = features.repo_objects(spark_settings())
+    views = [o for o in objects if isinstance(o, FeatureView)]
+    assert {v.name for v in views} == {"driver_state", "driver_stats"}
+    assert not any(isinstance(o, FileSource) for o in objects)
+    pushes = [o for o in objects if isinstance(o, PushSource)]
+    for holder in views + pushes + [v.stream_source for v in views]:
+        source = holder.batch_source
+        assert isinstance(source, SparkSource), holder.name
+        assert source.created_timestamp_column == "kafka_offset"
+        assert source.timestamp_field == "timestamp"
+        assert source.path == "s3a://ridematch-raw/driver_update/"  # the folder, s3a
+        assert source.file_format == "parquet"
+    for view in views:  # the view and its push source read the same source
+        assert view.stream_source.batch_source is view.batch_source
+
+
+def test_the_local_profile_keeps_its_file_source_and_glob():
+    from feast import FeatureView, FileSource
+
+    from ridematch_nb import features
+
+    settings = load_settings("params/local.yaml", env=ENV)
+    for view in (o for o in features.repo_objects(settings) if isinstance(o, FeatureView)):
+        source = view.batch_source
+        assert type(source) is FileSource
+        assert source.created_timestamp_column == ""
+        assert source.path == f"s3://ridematch-raw/driver_update/{offline.LAKE_GLOB}"
+        assert source.file_options.s3_endpoint_override == settings.s3_endpoint
+
+
+def test_the_spark_store_and_engine_get_the_profiles_endpoint_and_the_projects_jars():
+    settings = spark_settings().with_overrides(s3_endpoint="http://127.0.0.1:18999")
+    configs = offline.store_configs(settings)
+    store, engine = configs["offline_store"]["spark_conf"], configs["batch_engine"]["spark_conf"]
+    assert store["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:18999"
+    jars = store["spark.jars"].split(",")
+    assert [Path(j).name for j in jars] == [
+        "hadoop-aws-3.3.1.jar",
+        "aws-java-sdk-bundle-1.11.901.jar",
+    ]
+    assert all(Path(j).is_absolute() and Path(j).parent == ROOT / ".venv/spark-jars" for j in jars)
+    assert engine == store  # whichever starts Spark in a process, the session is the same
+    assert offline.offline_store_config(settings)["spark_conf"] == store
+
+
+def test_the_spark_profile_names_the_missing_connector_jars_and_workers_python(
+    tmp_path, monkeypatch
+):
+    import pytest
+
+    from ridematch_nb.config import ConfigError
+
+    settings = spark_settings()
+    feast = dict(settings.feast)
+    store = dict(feast["offline_store"])
+    jar = tmp_path / "hadoop-aws-none.jar"
+    store["spark_conf"] = {**store["spark_conf"], "spark.jars": str(jar)}
+    settings = settings.with_overrides(feast={**feast, "offline_store": store})
+    assert offline.missing_spark_jars(settings) == [str(jar)]
+    with pytest.raises(ConfigError, match=r"spark_jars\.sh"):
+        offline.use_feast_store(settings)
+    jar.write_bytes(b"")
+    assert offline.missing_spark_jars(settings) == []
+    for key, value in offline.feast_store_env(settings).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    with pytest.raises(ConfigError, match="PYSPARK_PYTHON"):  # spark.engine's workers
+        offline.use_feast_store(settings)
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    offline.use_feast_store(settings)  # everything named is there: no error
+
+
+def test_the_training_set_comparison_counts_rows_and_values_that_differ():
+    differences = script("compare_spark_training").differences
+    nan = np.nan
+    first = pd.DataFrame(
+        {
+            "offer_id": ["a", "b", "c", "d"],
+            "lat": [1.0, 2.0, nan, 4.0],
+            "status": ["idle", "busy", None, "idle"],
+        }
+    )
+    second = pd.DataFrame(
+        {
+            "offer_id": ["b", "c", "d", "e"],
+            "lat": [2.0 + 1e-12, nan, 4.5, 5.0],  # b equal to 1e-9, c NaN both, d differs
+            "status": ["busy", None, "busy", "idle"],
+        }
+    )
+    out = differences(first, second)
+    assert (out["rows"], out["rows_other"], out["rows_compared"]) == (4, 4, 3)
+    assert (out["only_in_first"], out["only_in_second"]) == (1, 1)
+    assert out["rows_differing"] == 1
+    assert out["values_differing_by_column"] == {"lat": 1, "status": 1}
+    assert differences(first, first)["rows_differing"] == 0
