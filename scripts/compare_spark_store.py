@@ -6,12 +6,10 @@ jars (`scripts/spark_jars.sh`), and the stack up:
 
     .venv/bin/python scripts/compare_spark_store.py [params/ci.yaml] [--out FILE.json]
 
-Feast's Spark store reads only a SparkSource, so this gives the feature views a
-SparkSource over the same lake folder (s3a://) in place of the repository's FileSource;
-everything else (entities, views, TTLs, the feature service) is the repository's. The
-SparkSource names kafka_offset as its created-timestamp column, the tie-breaker Feast's
-SQL knows (RIDEMATCH_SPARK_CREATED= runs without one: then an entity row comes back once
-per pair of tied feature rows).
+Both sides go through features.apply: under the Spark profile, repo_objects gives the
+views a SparkSource over the same lake folder (s3a://) with kafka_offset as its
+created-timestamp column, the tie-breaker Feast's SQL knows (RIDEMATCH_SPARK_CREATED= runs
+without one: then an entity row comes back once per pair of tied feature rows).
 """
 
 import argparse
@@ -38,55 +36,16 @@ from tests.integration.test_offline_store import (
     retrieve,
 )
 
-# Feast breaks ties at one event time by the created timestamp only; without one, Spark's
-# join returns an entity row once per tied feature row. Each driver's updates live on
-# one Kafka partition, so the offset orders them as the default store's tie_break does.
-CREATED = os.environ.get("RIDEMATCH_SPARK_CREATED", "kafka_offset") or None
+# The package's SparkSource names kafka_offset as created timestamp (features.SPARK_CREATED);
+# RIDEMATCH_SPARK_CREATED= runs without one, to show what it is for.
+if "RIDEMATCH_SPARK_CREATED" in os.environ:
+    features.SPARK_CREATED = os.environ["RIDEMATCH_SPARK_CREATED"] or None
 
 
-def spark_objects(settings) -> list:
-    """The repository's objects with a SparkSource over the lake folder in place of the
-    FileSource (views and the push source keep their names, schema and TTLs)."""
-    from feast import FileSource, PushSource
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-
-    objects = features.repo_objects(settings)
-    lake = f"{features.lake_root(settings)}/driver_update/".replace("s3://", "s3a://", 1)
-    files = {o.name: o for o in objects if isinstance(o, FileSource)}
-    sparks = {
-        name: SparkSource(
-            name=name,
-            path=lake,
-            file_format="parquet",
-            timestamp_field=f.timestamp_field,
-            created_timestamp_column=CREATED,
-        )
-        for name, f in files.items()
-    }
-    out = []
-    for obj in objects:
-        if isinstance(obj, FileSource):
-            obj = sparks[obj.name]
-        elif isinstance(obj, PushSource):
-            obj.batch_source = sparks[obj.batch_source.name]
-        elif getattr(obj, "batch_source", None) is not None and obj.batch_source.name in sparks:
-            obj.batch_source = sparks[obj.batch_source.name]
-            if getattr(obj, "stream_source", None) is not None:
-                obj.stream_source.batch_source = obj.batch_source
-        out.append(obj)
-    return out
-
-
-def spark_settings(settings):
-    """params/spark.yaml's Feast section, the S3 endpoint of this profile added."""
-    conf = load_settings("params/spark.yaml").feast
-    store = dict(conf["offline_store"])
-    store["spark_conf"] = {
-        **store["spark_conf"],
-        "spark.hadoop.fs.s3a.endpoint": settings.s3_endpoint,
-        "spark.jars": ",".join(str(p) for p in sorted(Path(".venv/spark-jars").glob("*.jar"))),
-    }
-    return settings.with_overrides(feast={**conf, "offline_store": store})
+def spark_settings(settings, spark_params: str = "params/spark.yaml"):
+    """The profile with params/spark.yaml's Feast section (the package completes it with
+    the profile's S3 endpoint and the connector's jars)."""
+    return settings.with_overrides(feast=load_settings(spark_params).feast)
 
 
 def run(params: str) -> dict:
@@ -111,10 +70,9 @@ def run(params: str) -> dict:
         }
         sp = spark_settings(settings)
         os.environ.update(offline.feast_store_env(sp))  # s3a reads the keys from there
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # spark.engine's workers
         t0 = time.perf_counter()
-        fs = features.store(sp, f"t_spark{tag}")
-        fs.apply(spark_objects(sp))
-        got = retrieve(fs, entities)
+        got = retrieve(features.apply(sp, f"t_spark{tag}"), entities)
         data["spark"] = {**compare(got, rule, no_ttl), "s": time.perf_counter() - t0}
         report[name] = data
     return report
