@@ -245,8 +245,9 @@ def use_feast_store(settings: Settings) -> None:
     make ibis's default backend a connection to the lake. For the others the environment
     must hold the keys (``feast_store_env``; Spark's s3a connector reads them there too):
     this never writes it, and fails fast naming what to export when it does not (and,
-    for Spark, when the connector's jars or its engine's PYSPARK_PYTHON are missing).
-    Our ASOF store needs none of this (it reads through ``connection``)."""
+    for Spark, when the connector's jars or its engine's PYSPARK_PYTHON are missing; with
+    Spark's engine it starts the session, ``start_spark``). Our ASOF store needs none of
+    this (it reads through ``connection``)."""
     kind = store_configs(settings)["offline_store"]["type"]
     if kind == ASOF_STORE:
         return
@@ -278,3 +279,17 @@ def use_feast_store(settings: Settings) -> None:
             "export PYSPARK_PYTHON (a Python with this project installed, e.g. "
             f"{sys.executable}) and run again"
         )
+    if engine == SPARK_ENGINE:
+        start_spark(settings)
+
+
+def start_spark(settings: Settings):
+    """This process's Spark session, started with the profile's engine ``spark_conf``
+    unless one runs. Feast 0.67's Spark engine starts one itself when none runs, but
+    hands Spark its whole ``batch_engine`` mapping (type, spark_conf, ...) as settings
+    (``compute_engines/base.py`` l. 183-196, ``spark/compute.py`` l. 81-85), so a session
+    it starts has neither the s3a jars nor the endpoint: materializing first (notebook
+    04) then fails with "S3AFileSystem not found"."""
+    from feast.infra.compute_engines.spark.utils import get_or_create_new_spark_session
+
+    return get_or_create_new_spark_session(store_configs(settings)["batch_engine"]["spark_conf"])

@@ -169,7 +169,11 @@ def test_the_spark_profile_names_the_missing_connector_jars_and_workers_python(
     with pytest.raises(ConfigError, match="PYSPARK_PYTHON"):  # spark.engine's workers
         offline.use_feast_store(settings)
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    started = []  # no Spark in unit tests: what the session would be started with
+    monkeypatch.setattr(offline, "start_spark", lambda s: started.append(s))
     offline.use_feast_store(settings)  # everything named is there: no error
+    conf = offline.store_configs(started[0])["batch_engine"]["spark_conf"]
+    assert conf["spark.jars"] == str(jar) and "type" not in conf  # the engine's spark_conf
 
 
 def test_the_training_set_comparison_counts_rows_and_values_that_differ():
