@@ -109,7 +109,8 @@ def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
 def repo_objects(settings: Settings) -> list:
     """Entities, sources, views and services of feature_repo/, for this profile: the
     definitions are static (the local profile's lake); copies of them get the profile's
-    lake path and S3 endpoint."""
+    lake path and S3 endpoint. Feast's Spark store reads only a SparkSource, so under a
+    Spark profile the views' lake source becomes one (``spark_source``)."""
     import copy
     import importlib
 
@@ -127,23 +128,59 @@ def repo_objects(settings: Settings) -> list:
             if isinstance(obj, kinds):
                 objects.setdefault((type(obj).__name__, obj.name), copy.deepcopy(obj))
     path = f"{lake_root(settings)}/driver_update/{offline.lake_files(settings)}"
+    spark = offline.store_configs(settings)["offline_store"]["type"] == offline.SPARK_STORE
+    done: dict[int, object] = {}  # one profile copy per source object (views share them)
 
-    def for_profile(source) -> None:
+    def for_profile(source):
+        if source is None or id(source) in done:
+            return done.get(id(source))
+        out = source
         if isinstance(source, FileSource):
             source.file_options.uri = path
             source.file_options.s3_endpoint_override = settings.s3_endpoint
-        elif getattr(source, "batch_source", None) is not None:
-            for_profile(source.batch_source)
+            out = spark_source(source) if spark else source
+        elif getattr(source, "batch_source", None) is not None:  # a push source
+            source.batch_source = for_profile(source.batch_source)
+        done[id(source)] = out
+        return out
 
+    result = []
     for obj in objects.values():
-        for source in (
-            obj,
-            getattr(obj, "batch_source", None),
-            getattr(obj, "stream_source", None),
-        ):
-            if source is not None:
-                for_profile(source)
-    return list(objects.values())
+        if isinstance(obj, DataSource):
+            obj = for_profile(obj)
+        elif isinstance(obj, FeatureView):
+            obj.data_source = for_profile(obj.data_source)
+            obj.stream_source = for_profile(obj.stream_source)
+            obj.batch_source = for_profile(obj.batch_source)
+        result.append(obj)
+    return result
+
+
+# Feast breaks ties at one event time only by a source's created-timestamp column (its
+# SQL orders by it); without one, Spark returns an entity row once per tied feature row.
+# Each driver's updates live on one Kafka partition, so the offset orders them as the
+# default store's tie_break (kafka_partition, kafka_offset) does.
+SPARK_CREATED = "kafka_offset"
+
+
+def spark_source(source):
+    """A SparkSource over the same lake folder as a profile's FileSource (``s3a://``,
+    Hadoop's S3 connector), with its timestamp field and ``kafka_offset`` as created
+    timestamp: what Feast's Spark store and engine read."""
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    uri = source.file_options.uri
+    return SparkSource(
+        name=source.name,
+        path=uri.replace("s3://", "s3a://", 1) if uri.startswith("s3://") else uri,
+        file_format="parquet",
+        timestamp_field=source.timestamp_field,
+        created_timestamp_column=SPARK_CREATED,
+        field_mapping=dict(source.field_mapping),
+        description=source.description,
+        tags=dict(source.tags),
+        owner=source.owner,
+    )
 
 
 def apply(settings: Settings, project: str | None = None):

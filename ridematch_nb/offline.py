@@ -24,6 +24,7 @@ A profile picks another store Feast supports with a ``feast:`` section, e.g.::
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -31,7 +32,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from ridematch_nb.config import ConfigError, Settings
+from ridematch_nb.config import ConfigError, Settings, resolve_path
 
 ASOF_STORE = "ridematch_nb.asof_store.AsofDuckDBOfflineStore"
 # Rows of a driver at the same second: the one produced last (Kafka order) is the value.
@@ -39,6 +40,9 @@ DEFAULT_OFFLINE_STORE = {"type": ASOF_STORE, "tie_break": ["kafka_partition", "k
 DUCKDB_STORES = ("duckdb", ASOF_STORE)
 LAKE_GLOB = "date=*/hour=*/*.parquet"  # the ETL's partitions (ridematch_nb.storage.data_key)
 DEFAULT_BATCH_ENGINE = {"type": "local"}
+SPARK_STORE = "spark"
+SPARK_ENGINE = "spark.engine"
+S3A_ENDPOINT = "spark.hadoop.fs.s3a.endpoint"
 # DuckDB's own share of memory for the join: past it, it spills to disk instead of
 # growing (the training set build must stay well under 1.5 GiB).
 DUCKDB_MEMORY_LIMIT = "1GB"
@@ -65,7 +69,44 @@ def store_configs(settings: Settings) -> dict[str, dict]:
                 f"'type' (one of Feast's), got {value!r}"
             )
         out[key] = value
+    return _with_spark_conf(settings, out)
+
+
+def _with_spark_conf(settings: Settings, configs: dict[str, dict]) -> dict[str, dict]:
+    """Feast's Spark store and engine, completed from the profile: the lake's S3 endpoint
+    (the profile's, so it is named in one place), ``spark.jars`` relative to the project,
+    and the engine gets the store's session settings (whichever of the two starts Spark
+    in a process decides them, and materialization reads through the store)."""
+    store, engine = configs["offline_store"], configs["batch_engine"]
+    shared = (store.get("spark_conf") or {}) if store["type"] == SPARK_STORE else {}
+    out = dict(configs)
+    if store["type"] == SPARK_STORE:
+        out["offline_store"] = {**store, "spark_conf": _spark_conf(settings, shared)}
+    if engine["type"] == SPARK_ENGINE:
+        merged = {**shared, **(engine.get("spark_conf") or {})}
+        out["batch_engine"] = {**engine, "spark_conf": _spark_conf(settings, merged)}
     return out
+
+
+def _spark_conf(settings: Settings, conf: dict) -> dict[str, str]:
+    conf = {str(k): str(v) for k, v in conf.items()}  # Feast's spark_conf: Dict[str, str]
+    conf[S3A_ENDPOINT] = settings.s3_endpoint
+    if conf.get("spark.jars"):
+        conf["spark.jars"] = ",".join(
+            jar if "://" in jar or jar.startswith("local:") else str(resolve_path(jar))
+            for jar in (j.strip() for j in conf["spark.jars"].split(","))
+            if jar
+        )
+    return conf
+
+
+def missing_spark_jars(settings: Settings) -> list[str]:
+    """The local files ``spark.jars`` names that are not there (the s3a connector comes
+    from scripts/spark_jars.sh, not from the default install)."""
+    store = store_configs(settings)["offline_store"]
+    jars = (store.get("spark_conf") or {}).get("spark.jars", "")
+    local = [j for j in jars.split(",") if j and "://" not in j and not j.startswith("local:")]
+    return [j for j in local if not Path(j).is_file()]
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -187,7 +228,7 @@ def lake_files(settings: Settings) -> str:
 
 
 def feast_store_env(settings: Settings) -> dict[str, str]:
-    """What Feast's own dask and Ray stores need in the environment to read the lake
+    """What Feast's own dask, Ray and Spark stores need in the environment to read the lake
     (they take S3 keys from nowhere else); for a process of their own to export."""
     key, secret = settings.s3_credentials()
     return {
@@ -199,12 +240,14 @@ def feast_store_env(settings: Settings) -> dict[str, str]:
 
 
 def use_feast_store(settings: Settings) -> None:
-    """Feast's own stores (``duckdb``, ``dask``, ``ray``; the bench's comparisons and the
-    Ray profile) read S3 through process-wide settings. For ``duckdb``: make ibis's
-    default backend a connection to the lake. For the others the environment must hold
-    the keys (``feast_store_env``): this never writes it, and fails fast naming what to
-    export when it does not. Our ASOF store needs none of this (it reads through
-    ``connection``)."""
+    """Feast's own stores (``duckdb``, ``dask``, ``ray``, ``spark``; the bench's comparisons
+    and the Ray and Spark profiles) read S3 through process-wide settings. For ``duckdb``:
+    make ibis's default backend a connection to the lake. For the others the environment
+    must hold the keys (``feast_store_env``; Spark's s3a connector reads them there too):
+    this never writes it, and fails fast naming what to export when it does not (and,
+    for Spark, when the connector's jars or its engine's PYSPARK_PYTHON are missing; with
+    Spark's engine it starts the session, ``start_spark``). Our ASOF store needs none of
+    this (it reads through ``connection``)."""
     kind = store_configs(settings)["offline_store"]["type"]
     if kind == ASOF_STORE:
         return
@@ -213,6 +256,12 @@ def use_feast_store(settings: Settings) -> None:
 
         ibis.set_backend(connection(lake_access(settings)))
         return
+    if kind == SPARK_STORE and missing_spark_jars(settings):
+        raise ConfigError(
+            f"params file {settings.params_file}: spark.jars names files that are not there: "
+            f"{missing_spark_jars(settings)} (run scripts/spark_jars.sh to fetch the s3a "
+            "connector)"
+        )
     wanted = feast_store_env(settings)
     if any(os.environ.get(k) != v for k, v in wanted.items()):
         raise ConfigError(
@@ -221,3 +270,26 @@ def use_feast_store(settings: Settings) -> None:
             + ", ".join(sorted(wanted))
             + " (ridematch_nb.offline.feast_store_env gives their values) and run again"
         )
+    engine = store_configs(settings)["batch_engine"]["type"]
+    if engine == SPARK_ENGINE and not os.environ.get("PYSPARK_PYTHON"):
+        # Spark's engine writes online from Python workers, started as PYSPARK_PYTHON or
+        # else the first python3 on PATH, which need not have Feast.
+        raise ConfigError(
+            f"params file {settings.params_file}: Feast's Spark engine runs Python workers; "
+            "export PYSPARK_PYTHON (a Python with this project installed, e.g. "
+            f"{sys.executable}) and run again"
+        )
+    if engine == SPARK_ENGINE:
+        start_spark(settings)
+
+
+def start_spark(settings: Settings):
+    """This process's Spark session, started with the profile's engine ``spark_conf``
+    unless one runs. Feast 0.67's Spark engine starts one itself when none runs, but
+    hands Spark its whole ``batch_engine`` mapping (type, spark_conf, ...) as settings
+    (``compute_engines/base.py`` l. 183-196, ``spark/compute.py`` l. 81-85), so a session
+    it starts has neither the s3a jars nor the endpoint: materializing first (notebook
+    04) then fails with "S3AFileSystem not found"."""
+    from feast.infra.compute_engines.spark.utils import get_or_create_new_spark_session
+
+    return get_or_create_new_spark_session(store_configs(settings)["batch_engine"]["spark_conf"])

@@ -2,12 +2,19 @@
 independent merge_asof, on the crafted data of the offline-store test (needs Ray:
 `.venv/bin/pip install -c constraints.txt "ray[data]==2.60.0"`, and the stack up).
 
-    .venv/bin/python scripts/compare_ray_store.py [params/ci.yaml]
+    .venv/bin/python scripts/compare_ray_store.py [params/ci.yaml] [--out FILE.json]
 
-Prints, per feature, how often each store agrees with the reference, and where Ray
-gives a value the reference says is past the view's TTL.
+Two data sets: the test's crafted updates without ties (no two updates of a driver at
+one second), and the same with ties. Three ways through Ray's store: its default
+(broadcast join: the lake is below 100 MB), and its "distributed" windowed join forced
+(broadcast threshold below zero) with the default 1-hour window and with 30-minute
+windows. Each result is held, row by row, to two references: Feast's rule (newest row
+at or before the entity row, kept only within the view's TTL: what the default store
+returns) and the same merge_asof without the TTL. Prints and writes the counts.
 """
 
+import argparse
+import json
 import os
 import sys
 import time
@@ -15,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -22,6 +30,9 @@ from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
 from ridematch_nb.stack import LocalStack
 from tests.integration.test_offline_store import (
+    STATE,
+    STATS,
+    TTL,
     crafted_updates,
     entity_rows,
     land,
@@ -29,32 +40,106 @@ from tests.integration.test_offline_store import (
     retrieve,
 )
 
+# Ray store options per variant (merged over params/ray.yaml's offline_store)
+VARIANTS = {
+    "broadcast (default)": {},
+    "windowed 1H (forced)": {"broadcast_join_threshold_mb": -1},
+    "windowed 30min (forced)": {
+        "broadcast_join_threshold_mb": -1,
+        "window_size_for_joins": "30min",
+    },
+}
 
-def main(params: str = "params/ci.yaml") -> None:
+
+def same(a: pd.Series, b: pd.Series) -> pd.Series:
+    """Equal, or both null."""
+    return (a == b) | (a.isna() & b.isna())
+
+
+def compare(got: pd.DataFrame, rule: pd.DataFrame, no_ttl: pd.DataFrame) -> dict:
+    """Row-by-row counts of one result against both references, per view."""
+    out = {"rows": len(got), "rows_expected": len(rule)}
+    if not got.index.equals(rule.index):
+        missing = rule.index.difference(got.index)
+        out["rows_missing"] = len(missing)
+        out["rows_extra_or_repeated"] = len(got) - (len(rule) - len(missing))
+        got = got[~got.index.duplicated()].reindex(rule.index)
+    for view, cols in (("driver_state", STATE), ("driver_stats", STATS)):
+        ok = np.logical_and.reduce([same(got[c], rule[c]) for c in cols])
+        ok_no_ttl = np.logical_and.reduce([same(got[c], no_ttl[c]) for c in cols])
+        stale = got[cols[0]].notna() & rule[cols[0]].isna() & no_ttl[cols[0]].notna()
+        lost = got[cols[0]].isna() & rule[cols[0]].notna()
+        out[view] = {
+            "differ_from_feast_rule": int((~ok).sum()),
+            "differ_from_merge_asof_without_ttl": int((~ok_no_ttl).sum()),
+            "value_older_than_ttl": int(stale.sum()),
+            "null_where_a_value_is_due": int(lost.sum()),
+        }
+    return out
+
+
+def references(updates: pd.DataFrame, entities: pd.DataFrame) -> tuple:
+    """Feast's rule (the test's reference) and the same join with no TTL at all."""
+    rule = reference(updates, entities)
+    saved = dict(TTL)
+    TTL.update({k: None for k in TTL})  # merge_asof's tolerance=None: no limit
+    try:
+        no_ttl = reference(updates, entities)
+    finally:
+        TTL.update(saved)
+    return rule, no_ttl
+
+
+def run(params: str, out: str) -> dict:
     base = LocalStack(load_settings(params)).settings
-    tag = uuid.uuid4().hex[:8]
-    settings = base.with_overrides(prefix=f"tests/ray{tag}")
-    rng = np.random.default_rng(5)
-    updates = crafted_updates(rng).drop_duplicates(["driver_id", "ts"], keep=False)
-    land(settings, updates)
-    entities = entity_rows(updates, rng)
-    ours = retrieve(features.apply(settings, f"t_ray{tag}"), entities)
-    ray_profile = load_settings("params/ray.yaml")
-    ray_settings = settings.with_overrides(feast=ray_profile.feast)
-    os.environ.update(offline.feast_store_env(ray_settings))  # Ray reads S3 keys from there
-    t0 = time.perf_counter()
-    theirs = retrieve(features.apply(ray_settings, f"t_ray{tag}"), entities)
-    print(f"Ray store: {time.perf_counter() - t0:.0f} s for {len(theirs)} entity rows")
-    want = reference(updates, entities)
-    for col in ("lat", "status", "accept_rate_7d"):
-        a, b, w = ours[col], theirs[col], want[col]
-        print(
-            f"{col}: default==reference {((a == w) | (a.isna() & w.isna())).mean():.3f}, "
-            f"ray==reference {((b == w) | (b.isna() & w.isna())).mean():.3f}; "
-            f"ray has a value past the TTL in {(b.notna() & w.isna()).sum()} rows, "
-            f"a different value in {(b.notna() & w.notna() & (b != w)).sum()}"
-        )
+    ray_feast = load_settings("params/ray.yaml").feast
+    report = {}
+    for name, seed, ties in (("with ties", 13, True), ("no ties", 5, False)):
+        tag = uuid.uuid4().hex[:8]
+        settings = base.with_overrides(prefix=f"tests/ray{tag}")
+        rng = np.random.default_rng(seed)
+        updates = crafted_updates(rng)
+        if not ties:
+            updates = updates.drop_duplicates(["driver_id", "ts"], keep=False)
+        land(settings, updates)
+        entities = entity_rows(updates, rng)
+        rule, no_ttl = references(updates, entities)
+        t0 = time.perf_counter()
+        ours = retrieve(features.apply(settings, f"t_ray{tag}"), entities)
+        data = {
+            "updates": len(updates),
+            "entity_rows": len(entities),
+            "default store": {**compare(ours, rule, no_ttl), "s": time.perf_counter() - t0},
+        }
+        for variant, options in VARIANTS.items():
+            if ties and variant != "broadcast (default)":
+                continue
+            conf = {**ray_feast, "offline_store": {**ray_feast["offline_store"], **options}}
+            ray_settings = settings.with_overrides(feast=conf)
+            os.environ.update(offline.feast_store_env(ray_settings))  # Ray's S3 keys
+            t0 = time.perf_counter()
+            got = retrieve(features.apply(ray_settings, f"t_ray{tag}"), entities)
+            data[f"ray {variant}"] = {**compare(got, rule, no_ttl), "s": time.perf_counter() - t0}
+            report[name] = data
+            save(report, out)  # Ray is slow here: keep what is done
+        report[name] = data
+    return report
+
+
+def save(report: dict, out: str) -> None:
+    """Write the report so far and print it."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps(report, indent=2, default=str), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("params", nargs="?", default="params/ci.yaml")
+    parser.add_argument("--out", default="outputs/compare_ray_store.json")
+    args = parser.parse_args()
+    save(run(args.params, args.out), args.out)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

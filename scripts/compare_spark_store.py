@@ -1,0 +1,93 @@
+"""Compare Feast's Spark offline store (params/spark.yaml, local mode) with the default
+store and an independent merge_asof, on the crafted data of the offline-store test.
+
+Needs what params/spark.yaml names: pyspark, a Java 17 runtime, and the s3a connector
+jars (`scripts/spark_jars.sh`), and the stack up:
+
+    .venv/bin/python scripts/compare_spark_store.py [params/ci.yaml] [--out FILE.json]
+
+Both sides go through features.apply: under the Spark profile, repo_objects gives the
+views a SparkSource over the same lake folder (s3a://) with kafka_offset as its
+created-timestamp column, the tie-breaker Feast's SQL knows (RIDEMATCH_SPARK_CREATED= runs
+without one: then an entity row comes back once per pair of tied feature rows).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compare_ray_store import compare, references
+
+from ridematch_nb import features, offline
+from ridematch_nb.config import load_settings
+from ridematch_nb.stack import LocalStack
+from tests.integration.test_offline_store import (
+    crafted_updates,
+    entity_rows,
+    land,
+    retrieve,
+)
+
+# The package's SparkSource names kafka_offset as created timestamp (features.SPARK_CREATED);
+# RIDEMATCH_SPARK_CREATED= runs without one, to show what it is for.
+if "RIDEMATCH_SPARK_CREATED" in os.environ:
+    features.SPARK_CREATED = os.environ["RIDEMATCH_SPARK_CREATED"] or None
+
+
+def spark_settings(settings, spark_params: str = "params/spark.yaml"):
+    """The profile with params/spark.yaml's Feast section (the package completes it with
+    the profile's S3 endpoint and the connector's jars)."""
+    return settings.with_overrides(feast=load_settings(spark_params).feast)
+
+
+def run(params: str) -> dict:
+    base = LocalStack(load_settings(params)).settings
+    report = {}
+    for name, seed, ties in (("no ties", 5, False), ("with ties", 13, True)):
+        tag = uuid.uuid4().hex[:8]
+        settings = base.with_overrides(prefix=f"tests/spark{tag}")
+        rng = np.random.default_rng(seed)
+        updates = crafted_updates(rng)
+        if not ties:
+            updates = updates.drop_duplicates(["driver_id", "ts"], keep=False)
+        land(settings, updates)
+        entities = entity_rows(updates, rng)
+        rule, no_ttl = references(updates, entities)
+        t0 = time.perf_counter()
+        ours = retrieve(features.apply(settings, f"t_spark{tag}"), entities)
+        data = {
+            "updates": len(updates),
+            "entity_rows": len(entities),
+            "default store": {**compare(ours, rule, no_ttl), "s": time.perf_counter() - t0},
+        }
+        sp = spark_settings(settings)
+        os.environ.update(offline.feast_store_env(sp))  # s3a reads the keys from there
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # spark.engine's workers
+        t0 = time.perf_counter()
+        got = retrieve(features.apply(sp, f"t_spark{tag}"), entities)
+        data["spark"] = {**compare(got, rule, no_ttl), "s": time.perf_counter() - t0}
+        report[name] = data
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("params", nargs="?", default="params/ci.yaml")
+    parser.add_argument("--out", default="outputs/compare_spark_store.json")
+    args = parser.parse_args()
+    report = run(args.params)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
