@@ -38,8 +38,6 @@ METRICS = [
     "seconds_to_acceptance",
     "pickup_km",
 ]
-# the last offers of a request resolve at most this long after it was made
-DRAIN_S = 120
 
 
 def model_policy(trained: TrainedModel, state_ttl_s: float) -> Policy:
@@ -84,7 +82,9 @@ def replay(world: World, policy: Policy, seed: int, window_s: int) -> dict:
     world.policy = policy
     world.reseed(seed)
     world.log = DispatchLog(since=world.t, until=world.t + window_s)
-    for _ in range(window_s + DRAIN_S):  # let the window's last requests resolve
+    # then long enough for the window's last requests to run through all their offers
+    drain_s = world.p.max_offers * (world.p.offer_timeout_s + 1)
+    for _ in range(window_s + drain_s):
         world.step()
     return world.log.metrics()
 
