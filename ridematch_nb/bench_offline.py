@@ -23,7 +23,6 @@ reported beside its time: they must agree.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -88,13 +87,11 @@ def limit_join(settings: Settings, views: dict) -> dict:
 
 def store_build(settings: Settings, store: dict | None = None) -> dict:
     """The training set's driver features from Feast, as notebook 05 gets them."""
-    from ridematch_nb import features, offline
+    from ridematch_nb import features
     from ridematch_nb.storage import read_dataset
 
     if store is not None:
         settings = settings.with_overrides(feast={**settings.feast, "offline_store": store})
-        if store["type"] not in offline.DUCKDB_STORES:  # this runs in a child of its own
-            os.environ.update(offline.feast_store_env(settings))
     t0 = time.perf_counter()
     fs = features.store(settings)
     offers = read_dataset(settings, "offer_outcome", columns=OFFER_COLUMNS).to_pandas()
@@ -110,10 +107,10 @@ def store_build(settings: Settings, store: dict | None = None) -> dict:
     }
 
 
-def _safe(fn: Callable[[], dict]) -> dict:
+def _safe(fn: Callable[[], dict], env: dict[str, str]) -> dict:
     """A store that fails (e.g. out of memory) is a result, not the end of the run."""
     try:
-        return isolated(fn)
+        return isolated(fn, env)
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         named = [line for line in lines if "Error" in line or "Exception" in line]
@@ -169,7 +166,11 @@ def run_offline_bench(
     results["compare"] = {}
     for name in compare or []:
         say(f"offline: Feast's {name} store (once)")
-        results["compare"][name] = _safe(lambda n=name: store_build(settings, COMPARE_STORES[n]))
+        store = COMPARE_STORES[name]
+        # Feast's own stores other than DuckDB read S3 keys only from the environment:
+        # the measuring child gets them, this process never does
+        env = {} if store["type"] in offline.DUCKDB_STORES else offline.feast_store_env(settings)
+        results["compare"][name] = _safe(lambda s=store: store_build(settings, s), env)
         save()
     if materialize:
         say("offline: full materialization into Redis with the profile's store")

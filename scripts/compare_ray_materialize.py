@@ -12,7 +12,6 @@ checks). Also counted: drivers whose newest row is within each view's TTL of now
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compare_ray_store import save
 
 from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
@@ -83,13 +84,6 @@ def run(params: str, out: str) -> dict:
         report[name] = data
         save(report, out)  # Ray is slow here: keep what is done
     return report
-
-
-def save(report: dict, out: str) -> None:
-    """Write the report so far and print it."""
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps(report, indent=2, default=str), flush=True)
 
 
 def main() -> None:

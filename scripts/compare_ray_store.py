@@ -90,27 +90,35 @@ def references(updates: pd.DataFrame, entities: pd.DataFrame) -> tuple:
     return rule, no_ttl
 
 
+def crafted_case(base, kind: str, seed: int, ties: bool):
+    """The offline-store test's crafted data (ties at one second kept or dropped) landed
+    under a prefix of its own, and what the default store returns for it, held to the
+    references: (settings, tag, entity rows, references, the report's first figures)."""
+    tag = uuid.uuid4().hex[:8]
+    settings = base.with_overrides(prefix=f"tests/{kind}{tag}")
+    rng = np.random.default_rng(seed)
+    updates = crafted_updates(rng)
+    if not ties:
+        updates = updates.drop_duplicates(["driver_id", "ts"], keep=False)
+    land(settings, updates)
+    entities = entity_rows(updates, rng)
+    rule, no_ttl = references(updates, entities)
+    t0 = time.perf_counter()
+    ours = retrieve(features.apply(settings, f"t_{kind}{tag}"), entities)
+    data = {
+        "updates": len(updates),
+        "entity_rows": len(entities),
+        "default store": {**compare(ours, rule, no_ttl), "s": time.perf_counter() - t0},
+    }
+    return settings, tag, entities, (rule, no_ttl), data
+
+
 def run(params: str, out: str) -> dict:
     base = LocalStack(load_settings(params)).settings
     ray_feast = load_settings("params/ray.yaml").feast
     report = {}
     for name, seed, ties in (("with ties", 13, True), ("no ties", 5, False)):
-        tag = uuid.uuid4().hex[:8]
-        settings = base.with_overrides(prefix=f"tests/ray{tag}")
-        rng = np.random.default_rng(seed)
-        updates = crafted_updates(rng)
-        if not ties:
-            updates = updates.drop_duplicates(["driver_id", "ts"], keep=False)
-        land(settings, updates)
-        entities = entity_rows(updates, rng)
-        rule, no_ttl = references(updates, entities)
-        t0 = time.perf_counter()
-        ours = retrieve(features.apply(settings, f"t_ray{tag}"), entities)
-        data = {
-            "updates": len(updates),
-            "entity_rows": len(entities),
-            "default store": {**compare(ours, rule, no_ttl), "s": time.perf_counter() - t0},
-        }
+        settings, tag, entities, (rule, no_ttl), data = crafted_case(base, "ray", seed, ties)
         for variant, options in VARIANTS.items():
             if ties and variant != "broadcast (default)":
                 continue

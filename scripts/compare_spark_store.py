@@ -13,26 +13,19 @@ without one: then an entity row comes back once per pair of tied feature rows).
 """
 
 import argparse
-import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compare_ray_store import compare, references
+from compare_ray_store import compare, crafted_case, save
 
 from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
 from ridematch_nb.stack import LocalStack
 from tests.integration.test_offline_store import (
-    crafted_updates,
-    entity_rows,
-    land,
     retrieve,
 )
 
@@ -52,22 +45,7 @@ def run(params: str) -> dict:
     base = LocalStack(load_settings(params)).settings
     report = {}
     for name, seed, ties in (("no ties", 5, False), ("with ties", 13, True)):
-        tag = uuid.uuid4().hex[:8]
-        settings = base.with_overrides(prefix=f"tests/spark{tag}")
-        rng = np.random.default_rng(seed)
-        updates = crafted_updates(rng)
-        if not ties:
-            updates = updates.drop_duplicates(["driver_id", "ts"], keep=False)
-        land(settings, updates)
-        entities = entity_rows(updates, rng)
-        rule, no_ttl = references(updates, entities)
-        t0 = time.perf_counter()
-        ours = retrieve(features.apply(settings, f"t_spark{tag}"), entities)
-        data = {
-            "updates": len(updates),
-            "entity_rows": len(entities),
-            "default store": {**compare(ours, rule, no_ttl), "s": time.perf_counter() - t0},
-        }
+        settings, tag, entities, (rule, no_ttl), data = crafted_case(base, "spark", seed, ties)
         sp = spark_settings(settings)
         os.environ.update(offline.feast_store_env(sp))  # s3a reads the keys from there
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # spark.engine's workers
@@ -83,10 +61,7 @@ def main() -> None:
     parser.add_argument("params", nargs="?", default="params/ci.yaml")
     parser.add_argument("--out", default="outputs/compare_spark_store.json")
     args = parser.parse_args()
-    report = run(args.params)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps(report, indent=2, default=str))
+    save(run(args.params), args.out)
 
 
 if __name__ == "__main__":
