@@ -16,7 +16,13 @@ from tqdm.auto import tqdm
 
 from ridematch_nb.config import ParameterError, Settings
 from ridematch_nb.events import encode, format_ts, key_of
-from ridematch_nb.kafka_io import Delivery, Publisher, connect_producer, ensure_topic
+from ridematch_nb.kafka_io import (
+    BACKFILL_TUNING,
+    Delivery,
+    Publisher,
+    connect_producer,
+    ensure_topic,
+)
 from ridematch_nb.sim import World, WorldParams
 
 log = logging.getLogger(__name__)
@@ -173,7 +179,7 @@ def backfill(
     start, ticks = World(params).t, round(hours * 3600)
     child, receive = _simulator(params, ticks)  # forked before any client thread starts
     try:
-        pub = Publisher(connect_producer(settings), topic)
+        pub = Publisher(connect_producer(settings, **BACKFILL_TUNING), topic)
         try:  # the producer is closed whatever fails from here on
             parts = ensure_topic(settings, topic, partitions, reset=reset_topic)
             t0 = time.perf_counter()

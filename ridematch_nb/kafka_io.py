@@ -47,6 +47,11 @@ KAFKA_SESSION_TIMEOUT_MS = 6000
 KAFKA_HEARTBEAT_MS = 2000
 # Measured here: batching decides the producer's rate (defaults gave 12-29k/s).
 PRODUCER_TUNING = {"batch_size": 512 * 1024, "linger_ms": 20}
+# A backfill has no reader waiting for its events, and Tansu keeps one S3 object per
+# produced batch and lists every object of a partition on each fetch: a history sent
+# in small batches reads back slower the longer it gets (a week in 10 KB batches: 150
+# events/s). So a backfill waits for full batches of a MiB.
+BACKFILL_TUNING = {"batch_size": 2**20, "linger_ms": 5000, "max_request_size": 8 * 2**20}
 # Large fetches: Tansu answers one partition at a time, and small fetches crawl.
 FETCH_TUNING = {
     "max_poll_records": 20_000,

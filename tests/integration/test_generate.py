@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -12,9 +13,16 @@ from ridematch_nb.generate import backfill, realtime
 from ridematch_nb.kafka_io import KafkaUnavailable, connect_producer, read_records
 from ridematch_nb.sim import WorldParams, simulate
 from ridematch_nb.stack import port_is_free
+from ridematch_nb.storage import Lake
 from tests.conftest import TEST_PARAMS
 
 WORLD = WorldParams(seed=21, n_drivers=120, n_riders=300, start="2026-10-05T12:00:00Z")
+
+
+def _broker_batch_objects(settings, topic: str) -> list[str]:
+    """The S3 keys of the batches Tansu stored for ``topic`` (its default cluster id)."""
+    lake = Lake(replace(settings, bucket=settings.stack.broker_bucket))
+    return [k for k in lake.keys(f"clusters/tansu_cluster/topics/{topic}/") if "/records/" in k]
 
 
 def _free_port() -> int:
@@ -41,6 +49,11 @@ def test_backfill_delivers_exactly_the_simulated_stream(settings, unique):
     for e in expected:
         by_key_sim.setdefault(key_of(e), []).append(encode(e))
     assert by_key_kafka == by_key_sim
+
+    # Tansu keeps one S3 object per produced batch and lists them all on each fetch:
+    # a backfill sends few, large batches (10 KB ones made a week unreadable)
+    objects = _broker_batch_objects(settings, topic)
+    assert len(objects) <= 2 * 3, f"{len(objects)} batch objects for {len(records)} records"
 
     # a rerun recreates the topic: same stream, not a second copy
     again = backfill(settings, WORLD, 0.25, partitions=3, topic=topic, progress=False)
