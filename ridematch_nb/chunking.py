@@ -100,9 +100,10 @@ class Chunk:
         for etype, parts in self.tables.items():
             table = pa.concat_tables(parts).combine_chunks()
             hours = pc.cast(table.column("timestamp"), pa.int64()).to_numpy() // 3_600_000_000
-            for hour in np.unique(hours):
+            distinct = np.unique(hours)  # rows are in offset order, not event-time order
+            for hour in distinct:
                 when = datetime.fromtimestamp(int(hour) * 3600, tz=UTC)
-                rows = table if hours[0] == hours[-1] == hour else table.filter(hours == hour)
+                rows = table if len(distinct) == 1 else table.filter(hours == hour)
                 out[(etype, when.strftime("%Y-%m-%d"), when.hour)] = rows
         return out
 

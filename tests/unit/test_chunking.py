@@ -3,6 +3,7 @@ same chunks whatever the poll sizes; a chunk closes on record count or event-tim
 
 from __future__ import annotations
 
+import json
 import random
 from itertools import pairwise
 
@@ -100,6 +101,23 @@ def test_a_chunk_splits_into_files_by_event_hour_in_offset_order(values):
         offsets = table.column("kafka_offset").to_pylist()
         assert offsets == sorted(offsets)
     assert sum(t.num_rows for t in files.values()) + len(chunk.rejected) == len(values)
+
+
+def test_a_row_out_of_event_time_order_lands_in_its_hour_only(values):
+    """Offsets are not event-time order (an offer's outcome comes after later updates):
+    a chunk whose first and last rows share an hour can hold a row of the next one."""
+    updates = [v for v in values if v and b'"driver_update"' in v]
+    hour_of = [json.loads(v)["timestamp"][:13] for v in updates]
+    first_next = hour_of.index(hour_of[-1])  # the first update of the last hour
+    crafted = [updates[0], updates[first_next], updates[1]]  # hour H, H + 1, H
+    (chunk,) = _chunks(crafted, [3], roll_records=10**9, roll_event_s=10**9)
+    files = chunk.files()
+    assert sorted(t.num_rows for t in files.values()) == [1, 2]
+    assert sorted(o for t in files.values() for o in t.column("kafka_offset").to_pylist()) == [
+        0,
+        1,
+        2,
+    ]
 
 
 def test_drop_forgets_the_open_chunk_of_a_partition(values):
