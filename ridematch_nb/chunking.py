@@ -1,8 +1,10 @@
 """The ETL's chunking policy, pure: how one partition's records are cut into chunks, and
 how a chunk splits into files. It carries the deterministic-chunking promise: the same
 records from the same offset make the same chunks, whatever the poll sizes, because a
-chunk closes on its record count or its event-time span (never the wall clock), checked
-record by record.
+chunk closes on its record count or its event-time window (never the wall clock), checked
+record by record. Windows are ``roll_event_s`` long and aligned to the epoch, so with an
+hour a chunk is a clock hour of its partition and writes one file per event type, where
+a chunk spanning an hour from wherever it began would straddle two and write two.
 """
 
 from __future__ import annotations
@@ -60,25 +62,30 @@ class Chunk:
     first: int = -1
     last: int = -1
     count: int = 0
-    min_ts: float = float("inf")
-    max_ts: float = float("-inf")
+    window: float = float("-inf")  # the latest event-time window among its records
     tables: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     rejected: list[dict] = field(default_factory=list)
 
     def room(self, event_s: np.ndarray, roll_records: int, roll_event_s: float) -> int:
-        """How many of the next records fit: the chunk is full once it holds
-        ``roll_records`` records or spans ``roll_event_s`` of event time, checked after
-        each record as if they came one by one (so chunks never depend on poll sizes)."""
-        lows = np.fmin.accumulate(np.concatenate(([self.min_ts], event_s)))[1:]
-        highs = np.fmax.accumulate(np.concatenate(([self.max_ts], event_s)))[1:]
+        """How many of the next records fit, as if they came one by one (so chunks never
+        depend on poll sizes): a chunk closes once it holds ``roll_records`` records, or
+        before the first record of a later event-time window than any it holds (a late
+        record of an earlier window stays; records without a time never close it)."""
+        windows = np.floor(event_s / roll_event_s)
+        held = np.fmax.accumulate(np.concatenate(([self.window], windows)))[:-1]
+        later = (windows > held) & np.isfinite(held)
         counts = self.count + np.arange(1, len(event_s) + 1)
-        full = (counts >= roll_records) | (highs - lows >= roll_event_s)
-        return int(np.argmax(full)) + 1 if full.any() else len(event_s)
+        ends = [len(event_s)]
+        if later.any():
+            ends.append(int(np.argmax(later)))
+        if (counts >= roll_records).any():
+            ends.append(int(np.argmax(counts >= roll_records)) + 1)
+        return min(ends)
 
-    def is_full(self, roll_records: int, roll_event_s: float) -> bool:
-        return self.count >= roll_records or self.max_ts - self.min_ts >= roll_event_s
+    def is_full(self, roll_records: int) -> bool:
+        return self.count >= roll_records
 
-    def add(self, records: Records, lo: int, hi: int) -> None:
+    def add(self, records: Records, lo: int, hi: int, roll_event_s: float) -> None:
         """Take rows lo..hi-1 of a decoded poll."""
         if self.first < 0:
             self.first = int(records.offsets[lo])
@@ -86,8 +93,7 @@ class Chunk:
         self.count += hi - lo
         event_s = records.decoded.event_s[lo:hi]
         if not np.isnan(event_s).all():
-            self.min_ts = min(self.min_ts, float(np.nanmin(event_s)))
-            self.max_ts = max(self.max_ts, float(np.nanmax(event_s)))
+            self.window = max(self.window, float(np.floor(np.nanmax(event_s) / roll_event_s)))
         for etype in SCHEMAS:
             table = records.landed(etype, lo, hi)
             if table.num_rows:
@@ -121,9 +127,10 @@ class Chunker:
         while lo < n:
             chunk = self.chunks.setdefault(partition, Chunk(partition))
             room = chunk.room(records.decoded.event_s[lo:], self.roll_records, self.roll_event_s)
-            chunk.add(records, lo, lo + room)
+            if room:  # none when the poll begins with the next window's first record
+                chunk.add(records, lo, lo + room, self.roll_event_s)
             lo += room
-            if lo < n or chunk.is_full(self.roll_records, self.roll_event_s):
+            if lo < n or chunk.is_full(self.roll_records):
                 full.append(self.chunks.pop(partition))
         return full
 

@@ -266,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-records", type=int, default=0, help="stop after this many (0: no bound)")
     p.add_argument("--roll-records", type=int, default=100_000, help="records per file chunk")
     p.add_argument(
-        "--roll-event-s", type=float, default=3600.0, help="event-time span that closes a chunk"
+        "--roll-event-s",
+        type=float,
+        default=3600.0,
+        help="event-time window (aligned to the clock) that closes a chunk",
     )
     p.set_defaults(func=_cmd_etl)
 

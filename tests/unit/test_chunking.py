@@ -69,15 +69,18 @@ def test_a_chunk_closes_at_roll_records_and_chunks_tile_the_offsets(values):
         assert after.first == before.last + 1
 
 
-def test_a_chunk_closes_once_its_event_time_span_reaches_roll_event_s(values):
-    span_s = 600.0
-    chunks = _chunks(values, [len(values)], roll_records=10**9, roll_event_s=span_s)
-    event_s = decode_batch(values).event_s
-    for chunk in chunks[:-1]:
-        times = event_s[chunk.first : chunk.last + 1]
-        assert np.nanmax(times) - np.nanmin(times) >= span_s  # full ...
-        inner = event_s[chunk.first : chunk.last]  # ... only with its last record
-        assert np.nanmax(inner) - np.nanmin(inner) < span_s
+def test_a_chunk_holds_one_window_of_event_time_and_closes_before_the_next(values):
+    window_s = 600.0
+    chunks = _chunks(values, [len(values)], roll_records=10**9, roll_event_s=window_s)
+    windows = np.floor(decode_batch(values).event_s / window_s)
+    assert len(chunks) > 3
+    for chunk, after in pairwise(chunks):
+        held = windows[chunk.first : chunk.last + 1]
+        assert np.nanmax(held) < windows[after.first]  # closed before the next window
+        assert np.nanmax(held) == np.nanmax(windows[: chunk.last + 1])  # not earlier
+    with_hours = _chunks(values, [len(values)], roll_records=10**9, roll_event_s=3600.0)
+    for chunk in with_hours:  # an hour's chunk writes one file per event type
+        assert len(chunk.files()) == len(chunk.tables)
 
 
 def test_rejected_records_count_and_travel_with_their_chunk(values):
