@@ -13,7 +13,10 @@ in one run, each measurement in a forked child with its peak memory (``bench.iso
   ``driver_match_v1`` service, ``to_df()``;
 - ``--compare``: other stores Feast offers, measured once each (``duckdb``: Feast's own
   DuckDB store; ``dask``: the store used before; minutes and gigabytes on a day);
-- ``materialize``: a full materialization of the lake into Redis with the profile's store.
+- ``materialize``: a full materialization of the lake into Redis with the profile's store;
+- ``--scale PROFILE``: the same two measurements on another profile's lake (e.g.
+  ``params/week.yaml`` after its 01-03), interleaved with this one's in every repeat, and
+  how each grew: the week against the day, side by side on one noisy machine.
 
 Both paths read the offers, so the ratio compares the joins and the reading of the
 driver updates. The number of complete rows (every feature present) of each path is
@@ -117,51 +120,94 @@ def _safe(fn: Callable[[], dict], env: dict[str, str]) -> dict:
         return {"error": (named or lines)[-1][:300]}
 
 
+def _ready(settings: Settings) -> dict:
+    """The lake's views and TTLs, once the registry holds the current definitions."""
+    from ridematch_nb import features
+
+    if features.event_time_range(settings) is None:
+        raise ValueError(
+            f"the lake of {settings.params_file.name} holds no driver updates: "
+            "run `make demo` (or 01-03 with that profile) first"
+        )
+    features.apply(settings)
+    return view_ttls(settings)
+
+
+def _measure(settings: Settings, views: dict, runs: dict) -> None:
+    runs["limit"].append(isolated(lambda: limit_join(settings, views)))
+    runs["store"].append(isolated(lambda: store_build(settings)))
+
+
+def _summarize(runs: dict) -> dict:
+    """Medians of the limit's and the store's runs, and the store against the limit."""
+    out = {}
+    for name, items in runs.items():
+        out[name] = {
+            **median(items, "seconds"),
+            "rows": items[-1]["rows"],
+            "complete_rows": items[-1]["complete_rows"],
+        }
+    out["limit"]["read_s"] = round(statistics.median(r["read_s"] for r in runs["limit"]), 2)
+    out["limit"]["updates"] = runs["limit"][-1]["updates"]
+    out["store_vs_limit"] = round(out["store"]["median"] / out["limit"]["median"], 2)
+    return out
+
+
+def _growth(base: dict, other: dict) -> dict:
+    """How far each measurement grew from ``base`` to ``other`` (a larger lake)."""
+    ratio = lambda a, b: round(a / b, 2)  # noqa: E731
+    return {
+        "offers": ratio(other["limit"]["rows"], base["limit"]["rows"]),
+        "updates": ratio(other["limit"]["updates"], base["limit"]["updates"]),
+        "limit_time": ratio(other["limit"]["median"], base["limit"]["median"]),
+        "store_time": ratio(other["store"]["median"], base["store"]["median"]),
+        "store_peak": ratio(other["store"]["peak_mib"], base["store"]["peak_mib"]),
+    }
+
+
 def run_offline_bench(
     settings: Settings,
     repeat: int = 3,
     compare: list[str] | None = None,
     say: Callable[[str], None] = print,
     materialize: bool = True,
+    scale: Settings | None = None,
 ) -> dict:
     """Measure, print a table, write outputs/bench/<timestamp>-offline.json."""
-    from ridematch_nb import features, offline
+    from ridematch_nb import offline
 
     if repeat < 1:
         raise ValueError(f"parameter repeat={repeat!r} must be >= 1")
     unknown = sorted(set(compare or []) - set(COMPARE_STORES))
     if unknown:
         raise ValueError(f"parameter compare={unknown}: known stores are {sorted(COMPARE_STORES)}")
-    if features.event_time_range(settings) is None:
-        raise ValueError("the lake holds no driver updates: run `make demo` (or 01-03) first")
-    features.apply(settings)  # the registry holds the current definitions
-    views = view_ttls(settings)
+    views = _ready(settings)
+    scale_views = _ready(scale) if scale is not None else None
     runs: dict[str, list[dict]] = {"limit": [], "store": []}
+    scale_runs: dict[str, list[dict]] = {"limit": [], "store": []}
     for i in range(repeat):
         say(f"offline, run {i + 1}/{repeat}: limit (pyarrow + merge_asof), the profile's store")
-        runs["limit"].append(isolated(lambda: limit_join(settings, views)))
-        runs["store"].append(isolated(lambda: store_build(settings)))
+        _measure(settings, views, runs)
+        if scale is not None:
+            say(f"offline, run {i + 1}/{repeat}: the same on {scale.params_file.name}'s lake")
+            _measure(scale, scale_views, scale_runs)
     results: dict = {
         "started": datetime.now().isoformat(timespec="seconds"),
         "repeat": repeat,
         "machine": machine(),
         "profile": str(settings.params_file),
         "store_config": offline.store_configs(settings)["offline_store"],
+        **_summarize(runs),
     }
-    for name, items in runs.items():
-        results[name] = {
-            **median(items, "seconds"),
-            "rows": items[-1]["rows"],
-            "complete_rows": items[-1]["complete_rows"],
-        }
-    results["limit"]["read_s"] = round(statistics.median(r["read_s"] for r in runs["limit"]), 2)
-    results["limit"]["updates"] = runs["limit"][-1]["updates"]
-    results["store_vs_limit"] = round(results["store"]["median"] / results["limit"]["median"], 2)
+    if scale is not None:
+        results["scale"] = {"profile": str(scale.params_file), **_summarize(scale_runs)}
+        results["scale"]["growth"] = _growth(results, results["scale"])
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-offline.json"
     save = lambda: path.write_text(json.dumps(results, indent=2, default=str))  # noqa: E731
     save()  # after each stage: a slow comparison that fails keeps what came before
-    for line in table(results):
+    shown = table(results)
+    for line in shown:
         say(line)
     results["compare"] = {}
     for name in compare or []:
@@ -176,7 +222,7 @@ def run_offline_bench(
         say("offline: full materialization into Redis with the profile's store")
         results["materialize"] = bench_materialize(settings, repeat)
         save()
-    for line in table(results)[3:]:
+    for line in table(results)[len(shown) :]:
         say(line)
     results["path"] = str(path)
     return results
@@ -193,6 +239,17 @@ def table(results: dict) -> list[str]:
         f"{'':>13}peak {st['peak_mib']:>6,.0f} MiB  complete rows {st['complete_rows']:,}"
         f"  ({results['store_vs_limit']:.2f}x the limit)",
     ]
+    if "scale" in results:
+        sc, g = results["scale"], results["scale"]["growth"]
+        lines += [
+            f"the same on {sc['profile']}: {sc['limit']['rows']:,} offers over "
+            f"{sc['limit']['updates']:,} driver updates ({g['offers']}x / {g['updates']}x):",
+            f"  limit {sc['limit']['median']:>7.2f} s ({g['limit_time']}x)"
+            f"  peak {sc['limit']['peak_mib']:>6,.0f} MiB",
+            f"  store {sc['store']['median']:>7.2f} s ({g['store_time']}x)"
+            f"  peak {sc['store']['peak_mib']:>6,.0f} MiB ({g['store_peak']}x)"
+            f"  complete rows {sc['store']['complete_rows']:,}",
+        ]
     for name, r in results.get("compare", {}).items():
         if "error" in r:
             lines.append(f"  Feast's {name} store: failed: {r['error']}")

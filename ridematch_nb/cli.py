@@ -173,7 +173,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.offline:
         from ridematch_nb.bench_offline import run_offline_bench
 
-        results = run_offline_bench(_settings(args), repeat=args.repeat, compare=args.compare)
+        scale = _settings(argparse.Namespace(params=args.scale)) if args.scale else None
+        results = run_offline_bench(
+            _settings(args), repeat=args.repeat, compare=args.compare, scale=scale
+        )
         print(f"results: {results['path']}")
         return 0
     from ridematch_nb.bench import run_bench
@@ -314,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         choices=["duckdb", "dask"],
         help="with --offline: also Feast's own duckdb / dask store, once each",
+    )
+    p.add_argument(
+        "--scale",
+        metavar="PARAMS",
+        help="with --offline: also measure another profile's lake (e.g. params/week.yaml), "
+        "interleaved, and how the figures grew",
     )
     p.add_argument(
         "--dispatch",
