@@ -3,8 +3,9 @@ how a chunk splits into files. It carries the deterministic-chunking promise: th
 records from the same offset make the same chunks, whatever the poll sizes, because a
 chunk closes on its record count or its event-time window (never the wall clock), checked
 record by record. Windows are ``roll_event_s`` long and aligned to the epoch, so with an
-hour a chunk is a clock hour of its partition and writes one file per event type, where
-a chunk spanning an hour from wherever it began would straddle two and write two.
+hour a chunk is a clock hour of its partition and writes one file per event type (plus a
+small one for records that arrive late from the hour before), where a chunk spanning an
+hour from wherever it began would straddle two and write two.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ import pyarrow.compute as pc
 
 from ridematch_nb.columnar import ROW, DecodedBatch, with_lineage
 from ridematch_nb.events import SCHEMAS
+
+# Late records (an offer's outcome is stamped when the offer was made, up to its 15 s
+# timeout earlier) stay in the chunk of a later window. A chunk whose records span more
+# than its window and this margin holds a time far out of order (a clock set in the
+# future, a realtime stream after a backfill dated later): it closes after that record,
+# so one stray timestamp never holds a partition's records back.
+MAX_LATE_S = 60.0
 
 
 @dataclass
@@ -63,27 +71,34 @@ class Chunk:
     last: int = -1
     count: int = 0
     window: float = float("-inf")  # the latest event-time window among its records
+    min_ts: float = float("inf")
+    max_ts: float = float("-inf")
     tables: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     rejected: list[dict] = field(default_factory=list)
 
     def room(self, event_s: np.ndarray, roll_records: int, roll_event_s: float) -> int:
         """How many of the next records fit, as if they came one by one (so chunks never
-        depend on poll sizes): a chunk closes once it holds ``roll_records`` records, or
-        before the first record of a later event-time window than any it holds (a late
-        record of an earlier window stays; records without a time never close it)."""
+        depend on poll sizes): a chunk closes before the first record of a later
+        event-time window than any it holds (a late record of an earlier window stays;
+        records without a time never close it), or after the record that brings it to
+        ``roll_records`` records or to a span past its window and ``MAX_LATE_S``."""
         windows = np.floor(event_s / roll_event_s)
         held = np.fmax.accumulate(np.concatenate(([self.window], windows)))[:-1]
         later = (windows > held) & np.isfinite(held)
+        lows = np.fmin.accumulate(np.concatenate(([self.min_ts], event_s)))[1:]
+        highs = np.fmax.accumulate(np.concatenate(([self.max_ts], event_s)))[1:]
         counts = self.count + np.arange(1, len(event_s) + 1)
+        full = (counts >= roll_records) | (highs - lows >= roll_event_s + MAX_LATE_S)
         ends = [len(event_s)]
         if later.any():
             ends.append(int(np.argmax(later)))
-        if (counts >= roll_records).any():
-            ends.append(int(np.argmax(counts >= roll_records)) + 1)
+        if full.any():
+            ends.append(int(np.argmax(full)) + 1)
         return min(ends)
 
-    def is_full(self, roll_records: int) -> bool:
-        return self.count >= roll_records
+    def is_full(self, roll_records: int, roll_event_s: float) -> bool:
+        span = self.max_ts - self.min_ts
+        return self.count >= roll_records or span >= roll_event_s + MAX_LATE_S
 
     def add(self, records: Records, lo: int, hi: int, roll_event_s: float) -> None:
         """Take rows lo..hi-1 of a decoded poll."""
@@ -94,6 +109,8 @@ class Chunk:
         event_s = records.decoded.event_s[lo:hi]
         if not np.isnan(event_s).all():
             self.window = max(self.window, float(np.floor(np.nanmax(event_s) / roll_event_s)))
+            self.min_ts = min(self.min_ts, float(np.nanmin(event_s)))
+            self.max_ts = max(self.max_ts, float(np.nanmax(event_s)))
         for etype in SCHEMAS:
             table = records.landed(etype, lo, hi)
             if table.num_rows:
@@ -130,7 +147,7 @@ class Chunker:
             if room:  # none when the poll begins with the next window's first record
                 chunk.add(records, lo, lo + room, self.roll_event_s)
             lo += room
-            if lo < n or chunk.is_full(self.roll_records):
+            if lo < n or chunk.is_full(self.roll_records, self.roll_event_s):
                 full.append(self.chunks.pop(partition))
         return full
 

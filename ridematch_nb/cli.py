@@ -163,6 +163,8 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale and not args.offline:
+        raise ParameterError("parameter --scale goes with --offline")
     if args.dispatch:
         from ridematch_nb.bench_dispatch import run_dispatch_bench
 

@@ -52,8 +52,9 @@ def test_backfill_delivers_exactly_the_simulated_stream(settings, unique):
 
     # Tansu keeps one S3 object per produced batch and lists them all on each fetch:
     # a backfill sends few, large batches (10 KB ones made a week unreadable)
-    objects = _broker_batch_objects(settings, topic)
-    assert len(objects) <= 2 * 3, f"{len(objects)} batch objects for {len(records)} records"
+    if settings.stack is not None:  # the embedded Tansu, whose bucket we can list
+        objects = _broker_batch_objects(settings, topic)
+        assert 3 <= len(objects) <= 2 * 3, f"{len(objects)} objects for {len(records)} records"
 
     # a rerun recreates the topic: same stream, not a second copy
     again = backfill(settings, WORLD, 0.25, partitions=3, topic=topic, progress=False)

@@ -1,5 +1,5 @@
 """The chunking rules behind exactly-once: the same records from the same offset make the
-same chunks whatever the poll sizes; a chunk closes on record count or event-time span."""
+same chunks whatever the poll sizes; a chunk closes on record count or event-time window."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from ridematch_nb.chunking import Chunker, Records
+from ridematch_nb.chunking import MAX_LATE_S, Chunker, Records
 from ridematch_nb.columnar import decode_batch
 from ridematch_nb.events import encode
 from ridematch_nb.sim import WorldParams, simulate
@@ -79,8 +79,34 @@ def test_a_chunk_holds_one_window_of_event_time_and_closes_before_the_next(value
         assert np.nanmax(held) < windows[after.first]  # closed before the next window
         assert np.nanmax(held) == np.nanmax(windows[: chunk.last + 1])  # not earlier
     with_hours = _chunks(values, [len(values)], roll_records=10**9, roll_event_s=3600.0)
-    for chunk in with_hours:  # an hour's chunk writes one file per event type
-        assert len(chunk.files()) == len(chunk.tables)
+    for chunk in with_hours:  # an hour's chunk: one file per type, and late offers'
+        hours = {etype: {h for e, _, h in chunk.files() if e == etype} for etype in chunk.tables}
+        assert len(hours["driver_update"]) == 1  # updates are never late
+        newest = max(h for hs in hours.values() for h in hs)
+        assert all(hs <= {newest, (newest - 1) % 24} for hs in hours.values())
+
+
+def _restamp(value: bytes, timestamp: str) -> bytes:
+    event = json.loads(value)
+    event["timestamp"] = timestamp
+    return encode(event)
+
+
+@pytest.mark.parametrize("stray", ["2031-01-01T00:00:00Z", "2020-01-01T00:00:00Z"])
+def test_one_stray_timestamp_does_not_hold_back_the_partition(values, stray):
+    """A record far in the future (or past) closes its chunk after it; the records after
+    it go on closing by their own windows, as without it."""
+    window_s = 600.0
+    strayed = list(values)
+    strayed[50] = _restamp(values[50], stray)
+    clean = _chunks(values, [len(values)], roll_records=10**9, roll_event_s=window_s)
+    chunks = _chunks(strayed, [len(strayed)], roll_records=10**9, roll_event_s=window_s)
+    event_s = decode_batch(strayed).event_s
+    for chunk in chunks:
+        if not chunk.first <= 50 <= chunk.last:
+            times = event_s[chunk.first : chunk.last + 1]
+            assert np.nanmax(times) - np.nanmin(times) < window_s + MAX_LATE_S
+    assert len(clean) <= len(chunks) <= len(clean) + 2
 
 
 def test_rejected_records_count_and_travel_with_their_chunk(values):
