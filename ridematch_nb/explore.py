@@ -9,6 +9,7 @@ an ipympl canvas whose artists move when a control changes.
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from typing import Any
 
@@ -183,6 +184,26 @@ def acceptance_table(offers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         rate="mean", offers="count"
     )
     return by_km, by_hour
+
+
+def sample_end(records: list) -> pd.Timestamp | None:
+    """Where a capped read of the topic ends for all partitions: the earliest of each
+    partition's newest event time read. Past it some partitions were not read yet, so
+    charts of the sample stop there rather than show a market that seems to fade."""
+    newest: dict[int, pd.Timestamp] = {}
+    for record in reversed(records):  # each partition's records come in offset order
+        if record.partition in newest:
+            continue
+        try:
+            newest[record.partition] = pd.Timestamp(json.loads(record.value)["timestamp"])
+        except (TypeError, ValueError, KeyError):
+            continue  # not an event: an earlier record of the partition will tell
+    return min(newest.values()) if newest else None
+
+
+def until(frames: dict[str, pd.DataFrame], end: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """Every frame's events at or before ``end``."""
+    return {etype: df[df["timestamp"] <= end] for etype, df in frames.items()}
 
 
 def stream_summary(

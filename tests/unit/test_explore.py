@@ -1,5 +1,6 @@
 """The explorer of a finished run: its filters, and charts that show what they select."""
 
+import pandas as pd
 import pytest
 
 from ridematch_nb.columnar import to_frames
@@ -56,3 +57,25 @@ def test_the_charts_show_exactly_what_the_controls_select(frames):
     ex.hours.value = (0, 23)
     assert sum(line.get_ydata().sum() for line in ex.per_type.values()) == len(ex.table)
     assert f"{len(ex.table):,} of {len(ex.table):,}" in ex.counts.value
+
+
+def test_a_capped_read_is_charted_up_to_where_every_partition_got():
+    from collections import namedtuple
+
+    from ridematch_nb.explore import sample_end, until
+
+    world = World(WorldParams(seed=5, n_drivers=30, n_riders=60, request_rate=1.0))
+    events = [e for _ in range(900) for e in world.step()]
+    Rec = namedtuple("Rec", "partition value")
+    # partition 0 was read to the end, partition 1 only through its first third,
+    # and the last record read of partition 1 is not an event
+    cut = len(events) // 3
+    records = [Rec(0, encode(e)) for e in events]
+    records += [Rec(1, encode(e)) for e in events[:cut]] + [Rec(1, b"not json")]
+    end = sample_end(records)
+    assert end == pd.Timestamp(events[cut - 1]["timestamp"])
+    frames, _ = to_frames(r.value for r in records)
+    kept = until(frames, end)
+    assert all((df["timestamp"] <= end).all() for df in kept.values())
+    assert sum(map(len, kept.values())) < sum(map(len, frames.values()))
+    assert sample_end([Rec(0, b"not json")]) is None
