@@ -9,7 +9,6 @@ an ipympl canvas whose artists move when a control changes.
 
 from __future__ import annotations
 
-import json
 from itertools import pairwise
 from typing import Any
 
@@ -19,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES
+from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES, InvalidEvent, decode
 from ridematch_nb.geo import CITY_TZ
 from ridematch_nb.watch import HOT_SPOTS, areas_of
 
@@ -195,8 +194,8 @@ def sample_end(records: list) -> pd.Timestamp | None:
         if record.partition in newest:
             continue
         try:
-            newest[record.partition] = pd.Timestamp(json.loads(record.value)["timestamp"])
-        except (TypeError, ValueError, KeyError):
+            newest[record.partition] = pd.Timestamp(decode(record.value)["timestamp"])
+        except InvalidEvent:
             continue  # not an event: an earlier record of the partition will tell
     return min(newest.values()) if newest else None
 

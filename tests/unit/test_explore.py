@@ -68,10 +68,11 @@ def test_a_capped_read_is_charted_up_to_where_every_partition_got():
     events = [e for _ in range(900) for e in world.step()]
     Rec = namedtuple("Rec", "partition value")
     # partition 0 was read to the end, partition 1 only through its first third,
-    # and the last record read of partition 1 is not an event
+    # and the last records read of partition 1 are not events (one with a timestamp)
     cut = len(events) // 3
     records = [Rec(0, encode(e)) for e in events]
-    records += [Rec(1, encode(e)) for e in events[:cut]] + [Rec(1, b"not json")]
+    records += [Rec(1, encode(e)) for e in events[:cut]]
+    records += [Rec(1, b"not json"), Rec(1, b'{"timestamp": "2031-01-01T00:00:00Z"}')]
     end = sample_end(records)
     assert end == pd.Timestamp(events[cut - 1]["timestamp"])
     frames, _ = to_frames(r.value for r in records)
