@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 import multiprocessing
-import os
 import statistics
 import threading
 import time
@@ -35,10 +34,8 @@ def _memory_tree(proc) -> int:
     return total
 
 
-def _child(conn, fn: Callable[[], dict], env: dict[str, str]) -> None:
+def _child(conn, fn: Callable[[], dict]) -> None:
     import psutil
-
-    os.environ.update(env)  # this process's own environment, gone when it ends
 
     gc.freeze()  # what the child inherited stays shared: the collector never touches it
     proc = psutil.Process()
@@ -64,13 +61,12 @@ def _child(conn, fn: Callable[[], dict], env: dict[str, str]) -> None:
         conn.close()
 
 
-def isolated(fn: Callable[[], dict], env: dict[str, str] | None = None) -> dict:
-    """Run ``fn`` in a forked child, with ``env`` added to the child's environment only;
-    its result plus ``peak_mib``, the child's (and its children's) peak memory (PSS)
-    above what it started with."""
+def isolated(fn: Callable[[], dict]) -> dict:
+    """Run ``fn`` in a forked child; its result plus ``peak_mib``, the child's (and its
+    children's) peak memory (PSS) above what it started with."""
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, fn, env or {}), daemon=False)
+    child = ctx.Process(target=_child, args=(send, fn), daemon=False)
     child.start()
     send.close()
     try:
