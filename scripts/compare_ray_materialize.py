@@ -11,7 +11,6 @@ driver's online values are held to its newest lake row (features.verify, as note
 checks). Also counted: drivers whose newest row is within each view's TTL of now.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compare_ray_store import save
+from compare_ray_store import main, save
 
 from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
@@ -86,13 +85,5 @@ def run(params: str, out: str) -> dict:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("params", nargs="?", default="params/ci.yaml")
-    parser.add_argument("--out", default="outputs/compare_ray_materialize.json")
-    args = parser.parse_args()
-    save(run(args.params, args.out), args.out)
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__, "outputs/compare_ray_materialize.json")

@@ -141,10 +141,12 @@ def save(report: dict, out: str) -> None:
     print(json.dumps(report, indent=2, default=str), flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(run=run, doc: str = __doc__, out: str = "outputs/compare_ray_store.json") -> None:
+    """A comparison script's command line: a profile and where the report goes; ``run``
+    saves what is done as it goes, this saves the whole report at the end."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("params", nargs="?", default="params/ci.yaml")
-    parser.add_argument("--out", default="outputs/compare_ray_store.json")
+    parser.add_argument("--out", default=out)
     args = parser.parse_args()
     save(run(args.params, args.out), args.out)
 

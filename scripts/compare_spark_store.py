@@ -12,7 +12,6 @@ created-timestamp column, the tie-breaker Feast's SQL knows (RIDEMATCH_SPARK_CRE
 without one: then an entity row comes back once per pair of tied feature rows).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compare_ray_store import compare, crafted_case, save
+from compare_ray_store import compare, crafted_case, main, save
 
 from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
@@ -41,7 +40,7 @@ def spark_settings(settings, spark_params: str = "params/spark.yaml"):
     return settings.with_overrides(feast=load_settings(spark_params).feast)
 
 
-def run(params: str) -> dict:
+def run(params: str, out: str) -> dict:
     base = LocalStack(load_settings(params)).settings
     report = {}
     for name, seed, ties in (("no ties", 5, False), ("with ties", 13, True)):
@@ -53,16 +52,9 @@ def run(params: str) -> dict:
         got = retrieve(features.apply(sp, f"t_spark{tag}"), entities)
         data["spark"] = {**compare(got, rule, no_ttl), "s": time.perf_counter() - t0}
         report[name] = data
+        save(report, out)  # Spark is slow here: keep what is done
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("params", nargs="?", default="params/ci.yaml")
-    parser.add_argument("--out", default="outputs/compare_spark_store.json")
-    args = parser.parse_args()
-    save(run(args.params), args.out)
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__, "outputs/compare_spark_store.json")

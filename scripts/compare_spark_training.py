@@ -14,7 +14,6 @@ swapped by hand: ``features.repo_objects`` gives the Spark profile its SparkSour
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compare_ray_store import save
 
 from ridematch_nb import features, offline, training
 from ridematch_nb.config import load_settings
@@ -117,10 +118,7 @@ def main() -> None:
     parser.add_argument("--materialize", action="store_true")
     parser.add_argument("--out", default="outputs/compare_spark_training.json")
     args = parser.parse_args()
-    report = run(args.params, args.spark, args.materialize)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps(report, indent=2, default=str))
+    save(run(args.params, args.spark, args.materialize), args.out)
 
 
 if __name__ == "__main__":
