@@ -256,11 +256,11 @@ def use_feast_store(settings: Settings) -> None:
 
         ibis.set_backend(connection(lake_access(settings)))
         return
-    if kind == SPARK_STORE and missing_spark_jars(settings):
+    missing = missing_spark_jars(settings) if kind == SPARK_STORE else []
+    if missing:
         raise ConfigError(
             f"params file {settings.params_file}: spark.jars names files that are not there: "
-            f"{missing_spark_jars(settings)} (run scripts/spark_jars.sh to fetch the s3a "
-            "connector)"
+            f"{missing} (run scripts/spark_jars.sh to fetch the s3a connector)"
         )
     wanted = feast_store_env(settings)
     if any(os.environ.get(k) != v for k, v in wanted.items()):

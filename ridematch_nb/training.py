@@ -57,12 +57,10 @@ def derived_features(cols, timestamps) -> dict[str, np.ndarray]:
     lat, lon = np.asarray(cols["lat"], float), np.asarray(cols["lon"], float)
     o_lat, o_lon = np.asarray(cols["origin_lat"], float), np.asarray(cols["origin_lon"], float)
     d_lat, d_lon = np.asarray(cols["dest_lat"], float), np.asarray(cols["dest_lon"], float)
-    if np.ndim(timestamps) == 0:  # one request: a Timestamp converts faster than an index
-        local = pd.Timestamp(timestamps).tz_convert(CITY_TZ)
-        frac = np.asarray([(local.hour + local.minute / 60) / 24])
-    else:
-        local = pd.DatetimeIndex(timestamps).tz_convert(CITY_TZ)
-        frac = np.asarray((local.hour + local.minute / 60) / 24)
+    # one request: a Timestamp converts faster than an index
+    one = np.ndim(timestamps) == 0
+    local = (pd.Timestamp if one else pd.DatetimeIndex)(timestamps).tz_convert(CITY_TZ)
+    frac = np.atleast_1d(np.asarray((local.hour + local.minute / 60) / 24))
     n = len(lat)
     return {
         "pickup_km": distance_km(lat, lon, o_lat, o_lon),
