@@ -59,7 +59,7 @@ demo: stack-up
 	$(PY) -m ridematch_nb run --params $(PARAMS)
 
 lab: stack-up
-	$(PY) -m ridematch_nb.lab
+	$(PY) -m ridematch_nb.stack.lab
 
 clean-data: stack-down
 	rm -rf .stack

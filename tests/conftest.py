@@ -31,7 +31,7 @@ def ci_settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(ci_settings: Settings):
     """The embedded stack, started once per session (reused when `make stack-up` ran)."""
-    from ridematch_nb.stack import LocalStack
+    from ridematch_nb.stack.control import LocalStack
 
     local = LocalStack(ci_settings)
     local.up()

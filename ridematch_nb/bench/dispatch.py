@@ -15,9 +15,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ridematch_nb import dispatch, features, training
-from ridematch_nb.bench import BENCH_DIR, machine
+from ridematch_nb.bench.stages import BENCH_DIR, machine
 from ridematch_nb.config import ConfigError, Settings
+from ridematch_nb.features import store as features
+from ridematch_nb.model import dispatch, training
 from ridematch_nb.runs import RUNS_DIR, load_record
 
 

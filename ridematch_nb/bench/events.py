@@ -13,17 +13,15 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 
-from ridematch_nb import etl, kafka_io
-from ridematch_nb.bench_harness import delete_topics, isolated, median
+from ridematch_nb.bench.harness import delete_topics, isolated, median
 from ridematch_nb.config import Settings
-from ridematch_nb.events import encode, key_of
-from ridematch_nb.generate import backfill
-from ridematch_nb.kafka_io import (
-    Publisher,
-    connect_producer,
-    ensure_topic,
-)
-from ridematch_nb.sim import WorldParams, simulate
+from ridematch_nb.contract.events import encode, key_of
+from ridematch_nb.lake import etl
+from ridematch_nb.sim.world import WorldParams, simulate
+from ridematch_nb.stream import kafka_io, topics
+from ridematch_nb.stream.generate import backfill
+from ridematch_nb.stream.kafka_io import Publisher, connect_producer
+from ridematch_nb.stream.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,7 @@ def generate(settings: Settings, topic: str, hours: float) -> dict:
 def _drain(settings: Settings, topic: str, n: int, take: Callable[[list], None]) -> dict:
     """Read ``n`` records with the pipeline's fetch settings, handing each partition's
     batch to ``take``; the rate runs from the first records to the last."""
-    consumer, tps = kafka_io.reader(settings, topic)
+    consumer, tps = topics.reader(settings, topic)
     consumer.seek_to_beginning(*tps)
     got, t0, deadline = 0, None, time.monotonic() + 60
     try:
@@ -146,11 +144,11 @@ def bench_size(settings: Settings, n: int, repeat: int, tag: str, say) -> dict:
     """Every event stage at one size, each the median of ``repeat`` runs, interleaved
     with its limit so both see the same machine."""
     hours = _hours_for(n)
-    topics: list[str] = []
+    made: list[str] = []
 
     def topic() -> str:
-        topics.append(f"bench-{tag}-{n}-{len(topics)}")
-        return topics[-1]
+        made.append(f"bench-{tag}-{n}-{len(made)}")
+        return made[-1]
 
     runs: dict[str, list[dict]] = {s: [] for s in ("produce_raw", "generate")}
     for i in range(repeat):
@@ -159,7 +157,7 @@ def bench_size(settings: Settings, n: int, repeat: int, tag: str, say) -> dict:
         runs["produce_raw"].append(isolated(partial(produce_raw, settings, raw_topic, n)))
         runs["generate"].append(isolated(partial(generate, settings, gen_topic, hours)))
     events = runs["generate"][-1]["n"]
-    source = topics[-1]
+    source = made[-1]
     runs.update(consume_raw=[], naive=[], etl=[])
     prefix = f"bench/{tag}"
     for i in range(repeat):
@@ -168,7 +166,7 @@ def bench_size(settings: Settings, n: int, repeat: int, tag: str, say) -> dict:
         runs["naive"].append(isolated(partial(naive, settings, source, events)))
         sub = f"{prefix}/{n}-{i}"
         runs["etl"].append(isolated(partial(etl_stage, settings, source, events, sub)))
-    delete_topics(settings, topics)
+    delete_topics(settings, made)
     row = {"events": events, **{stage: median(r) for stage, r in runs.items()}}
     row["etl"]["join_s"] = statistics.median(r["join_s"] for r in runs["etl"])
     row["etl"]["with_join_median"] = round(

@@ -16,9 +16,7 @@ from collections.abc import Callable
 from kafka.errors import UnknownTopicOrPartitionError
 
 from ridematch_nb.config import Settings
-from ridematch_nb.kafka_io import (
-    admin_client,
-)
+from ridematch_nb.stream.topics import admin_client
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +105,7 @@ def delete_topics(settings: Settings, topics: list[str]) -> None:
 
 
 def delete_landed(settings: Settings, prefix: str) -> int:
-    from ridematch_nb.storage import Lake
+    from ridematch_nb.lake.storage import Lake
 
     lake = Lake(settings)
     keys = lake.keys(f"{prefix}/")

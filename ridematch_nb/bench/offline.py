@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from ridematch_nb.bench import BENCH_DIR, machine
-from ridematch_nb.bench_harness import isolated, median
-from ridematch_nb.bench_online import bench_materialize
+from ridematch_nb.bench.harness import isolated, median
+from ridematch_nb.bench.online import bench_materialize
+from ridematch_nb.bench.stages import BENCH_DIR, machine
 from ridematch_nb.config import Settings
 
 COMPARE_STORES = {"duckdb": {"type": "duckdb"}, "dask": {"type": "dask"}}
@@ -42,7 +42,7 @@ OFFER_COLUMNS = ["offer_id", "driver_id", "timestamp"]
 
 def view_ttls(settings: Settings) -> dict[str, tuple[list[str], float]]:
     """Each view of the feature service: its features and TTL in seconds."""
-    from ridematch_nb import features
+    from ridematch_nb.features import store as features
 
     fs = features.store(settings)
     out = {}
@@ -56,7 +56,7 @@ def limit_join(settings: Settings, views: dict) -> dict:
     """pyarrow reads from S3 + pandas merge_asof per view: the floor for the same rows."""
     import pandas as pd
 
-    from ridematch_nb.storage import read_dataset
+    from ridematch_nb.lake.storage import read_dataset
 
     t0 = time.perf_counter()
     offers = read_dataset(settings, "offer_outcome", columns=OFFER_COLUMNS).to_pandas()
@@ -90,8 +90,8 @@ def limit_join(settings: Settings, views: dict) -> dict:
 
 def store_build(settings: Settings, store: dict | None = None) -> dict:
     """The training set's driver features from Feast, as notebook 05 gets them."""
-    from ridematch_nb import features
-    from ridematch_nb.storage import read_dataset
+    from ridematch_nb.features import store as features
+    from ridematch_nb.lake.storage import read_dataset
 
     if store is not None:
         settings = settings.with_overrides(feast={**settings.feast, "offline_store": store})
@@ -123,7 +123,7 @@ def _safe(fn: Callable[[], dict]) -> dict:
 
 def _ready(settings: Settings) -> dict:
     """The lake's views and TTLs, once the registry holds the current definitions."""
-    from ridematch_nb import features
+    from ridematch_nb.features import store as features
 
     if features.event_time_range(settings) is None:
         raise ValueError(
@@ -175,7 +175,7 @@ def run_offline_bench(
     scale: Settings | None = None,
 ) -> dict:
     """Measure, print a table, write outputs/bench/<timestamp>-offline.json."""
-    from ridematch_nb import offline
+    from ridematch_nb.features import offline
 
     if repeat < 1:
         raise ValueError(f"parameter repeat={repeat!r} must be >= 1")

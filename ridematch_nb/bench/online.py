@@ -11,21 +11,18 @@ import time
 import uuid
 from collections.abc import Callable
 
-from ridematch_nb import matching
-from ridematch_nb.bench_harness import delete_topics, isolated, median
+from ridematch_nb.bench.harness import delete_topics, isolated, median
 from ridematch_nb.config import PROJECT_ROOT, Settings
-from ridematch_nb.events import encode
-from ridematch_nb.kafka_io import (
-    Publisher,
-    connect_producer,
-    ensure_topic,
-)
+from ridematch_nb.contract.events import encode
+from ridematch_nb.model import matching
+from ridematch_nb.stream.kafka_io import Publisher, connect_producer
+from ridematch_nb.stream.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 
 
 def online_figures(settings: Settings, repeat: int, say: Callable[[str], None]) -> dict:
-    from ridematch_nb.features import event_time_range
+    from ridematch_nb.features.store import event_time_range
 
     if event_time_range(settings) is None:
         say("online: skipped, the lake has no driver updates (run make demo first)")
@@ -49,7 +46,8 @@ def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: i
     """Online lookup of the feature service: the serving reader, Feast's
     get_online_features, and a raw redis-py pipeline HMGETting the same fields of the
     same keys, interleaved so all three see the same machine load."""
-    from ridematch_nb import features, online
+    from ridematch_nb.features import online
+    from ridematch_nb.features import store as features
 
     fs = features.store(settings)
     reader = online.OnlineReader(fs, settings)
@@ -84,8 +82,8 @@ def bench_online(settings: Settings, sizes: tuple[int, ...] = (1, 50), repeat: i
 
 def bench_materialize(settings: Settings, repeat: int = 3) -> dict:
     """Full materialization of the lake's driver updates: source rows scanned per second."""
-    from ridematch_nb import features
-    from ridematch_nb.storage import read_dataset
+    from ridematch_nb.features import store as features
+    from ridematch_nb.lake.storage import read_dataset
 
     features.apply(settings)
     rows = read_dataset(settings, "driver_update", columns=["timestamp"]).num_rows
@@ -105,7 +103,10 @@ def bench_materialize(settings: Settings, repeat: int = 3) -> dict:
 def bench_match(settings: Settings, n_requests: int = 300) -> dict | None:
     """The whole match (candidates + features + scoring) for requests spread over the
     landed day, with the newest model in outputs/runs, as notebook 06 serves them."""
-    from ridematch_nb import features, matching, online, storage, training
+    from ridematch_nb.features import online
+    from ridematch_nb.features import store as features
+    from ridematch_nb.lake import storage
+    from ridematch_nb.model import matching, training
 
     cards = sorted(PROJECT_ROOT.glob("outputs/runs/*/model/model_card.json"))
     if not cards:
@@ -139,8 +140,9 @@ def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0
     """Produce-to-readable-online latency while the stream push runs: ``n`` driver updates
     at a steady rate, each for its own driver, polled online until visible."""
 
-    from ridematch_nb import features, online
-    from ridematch_nb.events import format_ts
+    from ridematch_nb.contract.events import format_ts
+    from ridematch_nb.features import online
+    from ridematch_nb.features import store as features
 
     fs = features.store(settings)
     reader = online.OnlineReader(fs, settings)
@@ -210,7 +212,7 @@ def bench_freshness(settings: Settings, n: int = 1000, rate_per_s: float = 250.0
     pusher.join(timeout=10)
     delete_topics(settings, [topic])
     # the made-up drivers leave the online store and the idle index
-    from ridematch_nb.online import index_key
+    from ridematch_nb.features.online import index_key
 
     reader.redis.delete(*(reader._key(d) for d in sent))
     reader.redis.zrem(index_key(fs.project), *sent)

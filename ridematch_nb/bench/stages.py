@@ -32,9 +32,9 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from ridematch_nb.bench_events import PAIRS, bench_size
-from ridematch_nb.bench_harness import delete_landed
-from ridematch_nb.bench_online import online_figures
+from ridematch_nb.bench.events import PAIRS, bench_size
+from ridematch_nb.bench.harness import delete_landed
+from ridematch_nb.bench.online import online_figures
 from ridematch_nb.config import PROJECT_ROOT, ParameterError, Settings
 
 log = logging.getLogger(__name__)

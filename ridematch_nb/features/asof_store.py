@@ -53,18 +53,18 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from ibis.expr import datatypes as dt
 from pydantic import Field, StrictStr
 
-STORE_TYPE = "ridematch_nb.asof_store.AsofDuckDBOfflineStore"
+STORE_TYPE = "ridematch_nb.features.asof_store.AsofDuckDBOfflineStore"
 UTC_TIME = dt.Timestamp(timezone="UTC")
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
-    """``type: ridematch_nb.asof_store.AsofDuckDBOfflineStore`` in feature_store.yaml."""
+    """``type: ridematch_nb.features.asof_store.AsofDuckDBOfflineStore`` in feature_store.yaml."""
 
     type: StrictStr = STORE_TYPE
     # Columns of the sources that order rows with equal event timestamps: the last wins.
     tie_break: list[str] = Field(default_factory=list)
     # Where the lake is, and its keys: the store reads through a DuckDB connection of its
-    # own made from these (ridematch_nb.offline), not through process-wide settings.
+    # own made from these (ridematch_nb.features.offline), not through process-wide settings.
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_key_id: str | None = Field(default=None, repr=False)
@@ -74,7 +74,7 @@ class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
 def _read(config, source, repo_path: str):
     """A source as an ibis table, read through the connection for this store config when
     it names the lake (else through ibis's default backend, as Feast's store does)."""
-    from ridematch_nb import offline
+    from ridematch_nb.features import offline
 
     store = config.offline_store
     if not getattr(store, "s3_endpoint", None):

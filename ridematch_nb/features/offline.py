@@ -3,7 +3,7 @@
 Why DuckDB: Feast 0.67's DuckDB store (built on ibis) runs the point-in-time join as
 one SQL query that DuckDB executes column by column on every core, reading only the
 columns it needs straight from the parquet in S3; the default profile uses it with an
-ASOF join (``ridematch_nb.asof_store``). Feast's dask store, the one used before, spent
+ASOF join (``ridematch_nb.features.asof_store``). Feast's dask store, the one used before, spent
 minutes and gigabytes on the same join of one day (figures in BENCHMARKS.md).
 
 DuckDB reaches S3 through its ``httpfs`` extension, which it would normally download on
@@ -34,11 +34,11 @@ import yaml
 
 from ridematch_nb.config import ConfigError, Settings, resolve_path
 
-ASOF_STORE = "ridematch_nb.asof_store.AsofDuckDBOfflineStore"
+ASOF_STORE = "ridematch_nb.features.asof_store.AsofDuckDBOfflineStore"
 # Rows of a driver at the same second: the one produced last (Kafka order) is the value.
 DEFAULT_OFFLINE_STORE = {"type": ASOF_STORE, "tie_break": ["kafka_partition", "kafka_offset"]}
 DUCKDB_STORES = ("duckdb", ASOF_STORE)
-LAKE_GLOB = "date=*/hour=*/*.parquet"  # the ETL's partitions (ridematch_nb.storage.data_key)
+LAKE_GLOB = "date=*/hour=*/*.parquet"  # the ETL's partitions (ridematch_nb.lake.storage.data_key)
 DEFAULT_BATCH_ENGINE = {"type": "local"}
 SPARK_STORE = "spark"
 SPARK_ENGINE = "spark.engine"
@@ -268,7 +268,7 @@ def use_feast_store(settings: Settings) -> None:
             f"params file {settings.params_file}: Feast's {kind!r} store reads S3 keys only "
             "from the environment; export "
             + ", ".join(sorted(wanted))
-            + " (ridematch_nb.offline.feast_store_env gives their values) and run again"
+            + " (ridematch_nb.features.offline.feast_store_env gives their values) and run again"
         )
     engine = store_configs(settings)["batch_engine"]["type"]
     if engine == SPARK_ENGINE and not os.environ.get("PYSPARK_PYTHON"):

@@ -18,10 +18,11 @@ import pandas as pd
 import redis
 
 from ridematch_nb.config import PUSH_GROUP, Settings
-from ridematch_nb.events import InvalidEvent, decode, parse_ts
-from ridematch_nb.features import FEATURE_SERVICE, PUSH_SOURCE, STORE_FEATURES
-from ridematch_nb.kafka_io import caught_up, group_consumer, polls, stop_on_sigterm
-from ridematch_nb.redis_io import check_redis, redis_client
+from ridematch_nb.contract.events import InvalidEvent, decode, parse_ts
+from ridematch_nb.features.redis_io import check_redis, redis_client
+from ridematch_nb.features.store import FEATURE_SERVICE, PUSH_SOURCE, STORE_FEATURES
+from ridematch_nb.stream.kafka_io import group_consumer, polls, stop_on_sigterm
+from ridematch_nb.stream.topics import caught_up
 
 log = logging.getLogger(__name__)
 

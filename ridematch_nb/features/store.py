@@ -19,10 +19,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from ridematch_nb import offline
 from ridematch_nb.config import PROJECT_ROOT, Settings
-from ridematch_nb.redis_io import check_redis, redis_client
-from ridematch_nb.storage import Lake, lake_path, read_dataset
+from ridematch_nb.features import offline
+from ridematch_nb.features.redis_io import check_redis, redis_client
+from ridematch_nb.lake.storage import Lake, lake_path, read_dataset
 
 log = logging.getLogger(__name__)
 
@@ -106,25 +106,42 @@ def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
     }
 
 
+REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
+
+
+def repo_modules() -> list:
+    """feature_repo/'s modules, executed afresh. Not through Feast's parse_repo, which
+    finds them relative to the working directory (it fails from anywhere else); they
+    import each other by bare names (``from entities import driver``), so the folder is
+    on ``sys.path`` only while they load, and their generic names leave ``sys.modules``
+    afterwards (a module of the user's called ``entities`` is put back as it was)."""
+    import importlib
+
+    saved = {name: sys.modules.pop(name) for name in REPO_MODULES if name in sys.modules}
+    sys.path.insert(0, str(REPO))
+    try:
+        return [importlib.import_module(name) for name in REPO_MODULES]
+    finally:
+        sys.path.remove(str(REPO))
+        for name in REPO_MODULES:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
 def repo_objects(settings: Settings) -> list:
     """Entities, sources, views and services of feature_repo/, for this profile: the
     definitions are static (the local profile's lake); copies of them get the profile's
     lake path and S3 endpoint. Feast's Spark store reads only a SparkSource, so under a
     Spark profile the views' lake source becomes one (``spark_source``)."""
     import copy
-    import importlib
 
     from feast import Entity, FeatureService, FeatureView, FileSource
     from feast.data_source import DataSource
 
-    # Imported by module name, not through Feast's parse_repo, which finds the modules
-    # relative to the working directory (it fails from anywhere else).
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     kinds = (Entity, DataSource, FeatureView, FeatureService)
     objects: dict[tuple[str, str], object] = {}
-    for name in ("entities", "data_sources", "feature_views", "feature_services"):
-        for obj in vars(importlib.import_module(name)).values():
+    for module in repo_modules():
+        for obj in vars(module).values():
             if isinstance(obj, kinds):
                 objects.setdefault((type(obj).__name__, obj.name), copy.deepcopy(obj))
     path = f"{lake_root(settings)}/driver_update/{offline.lake_files(settings)}"

@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ridematch_nb.columnar import ROW, DecodedBatch, with_lineage
-from ridematch_nb.events import SCHEMAS
+from ridematch_nb.contract.columnar import ROW, with_lineage
+from ridematch_nb.contract.decoder import DecodedBatch
+from ridematch_nb.contract.events import SCHEMAS
 
 # Late records (an offer's outcome is stamped when the offer was made, up to its 15 s
 # timeout earlier) stay in the chunk of a later window. A chunk whose records span more

@@ -34,14 +34,10 @@ from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
 from ridematch_nb.config import ETL_GROUP, ParameterError, Settings
-from ridematch_nb.etl_writer import WriterProcess
-from ridematch_nb.kafka_io import (
-    group_consumer,
-    polls,
-    reset_group_offsets,
-    stop_on_sigterm,
-)
-from ridematch_nb.storage import Lake, dataset_prefix, forget_topic_files, pending_key
+from ridematch_nb.lake.storage import Lake, dataset_prefix, forget_topic_files, pending_key
+from ridematch_nb.lake.writer import WriterProcess
+from ridematch_nb.stream.kafka_io import group_consumer, polls, stop_on_sigterm
+from ridematch_nb.stream.topics import reset_group_offsets
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ridematch_nb.columnar import SCHEMAS_ARROW
 from ridematch_nb.config import Settings
-from ridematch_nb.events import EVENT_TYPES
+from ridematch_nb.contract.columnar import SCHEMAS_ARROW
+from ridematch_nb.contract.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from ridematch_nb.chunking import Chunk, Chunker, Records
-from ridematch_nb.columnar import REJECTED_SCHEMA, decode_batch
 from ridematch_nb.config import Settings
-from ridematch_nb.storage import Lake, chunk_name, data_key, pending_key, rejected_key
+from ridematch_nb.contract.columnar import REJECTED_SCHEMA
+from ridematch_nb.contract.decoder import decode_batch
+from ridematch_nb.lake.chunking import Chunk, Chunker, Records
+from ridematch_nb.lake.storage import Lake, chunk_name, data_key, pending_key, rejected_key
+from ridematch_nb.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +104,6 @@ class ChunkWriter:
         }
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel kills this process when the worker dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the worker died before the line above took effect
-        os._exit(1)
-
-
 def _error_reply(exc: BaseException) -> tuple:
     try:
         pickle.dumps(exc)
@@ -135,7 +127,7 @@ def _serve(requests, replies, parent: int, args: tuple) -> None:
     """The writer process: answer requests in order. Chunk uploads run on one thread of
     their own, in order, so the next records decode while S3 answers; each upload sends
     its own "written" reply, and "flushed" / "synced" wait for every upload before them."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     # Ctrl+C and SIGTERM are for the worker, which finishes cleanly with our help.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

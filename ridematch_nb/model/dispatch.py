@@ -26,9 +26,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ridematch_nb.config import ParameterError
-from ridematch_nb.events import DRIVER_STATUSES, parse_ts
-from ridematch_nb.sim import DispatchLog, Policy, Request, World, WorldParams, nearest, oracle
-from ridematch_nb.training import TrainedModel, derived_features
+from ridematch_nb.contract.events import DRIVER_STATUSES, parse_ts
+from ridematch_nb.model.training import TrainedModel, derived_features
+from ridematch_nb.sim.dispatch import DispatchLog, Policy, Request, nearest, oracle
+from ridematch_nb.sim.world import World, WorldParams
 
 POLICIES = ("nearest", "model", "oracle")
 METRICS = [

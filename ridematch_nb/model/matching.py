@@ -19,10 +19,10 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ridematch_nb.config import Settings
-from ridematch_nb.features import STORE_FEATURES, values_equal
-from ridematch_nb.online import OnlineReader, index_key
-from ridematch_nb.redis_io import redis_client
-from ridematch_nb.training import TrainedModel, derived_features
+from ridematch_nb.features.online import OnlineReader, index_key
+from ridematch_nb.features.redis_io import redis_client
+from ridematch_nb.features.store import STORE_FEATURES, values_equal
+from ridematch_nb.model.training import TrainedModel, derived_features
 
 # What a match returns per candidate, best first.
 RANKED = ["driver_id", "score", "pickup_km", "accept_rate_7d", "status"]

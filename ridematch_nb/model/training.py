@@ -22,9 +22,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, ndcg_score, roc_auc_score
 
 from ridematch_nb.config import Settings
-from ridematch_nb.features import STORE_FEATURES
+from ridematch_nb.features.store import STORE_FEATURES
 from ridematch_nb.geo import CITY_TZ, distance_km
-from ridematch_nb.storage import read_dataset
+from ridematch_nb.lake.storage import read_dataset
 
 MODEL_FEATURES = [
     "pickup_km",

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from ridematch_nb.config import ConfigError, Settings
-from ridematch_nb.services import (
+from ridematch_nb.stack.services import (
     INSTALL_FIXES,
     LOOPBACK,
     Service,

@@ -25,9 +25,9 @@ from ridematch_nb.config import (
     read_env_file,
     with_stack_redis_password,
 )
-from ridematch_nb.kafka_io import kafka_check
-from ridematch_nb.redis_io import redis_check
-from ridematch_nb.storage import s3_client
+from ridematch_nb.features.redis_io import redis_check
+from ridematch_nb.lake.storage import s3_client
+from ridematch_nb.stream.topics import kafka_check
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,10 @@ from dataclasses import asdict, dataclass, field
 from tqdm.auto import tqdm
 
 from ridematch_nb.config import ParameterError, Settings
-from ridematch_nb.events import encode, format_ts, key_of
-from ridematch_nb.kafka_io import (
-    BACKFILL_TUNING,
-    Delivery,
-    Publisher,
-    connect_producer,
-    ensure_topic,
-)
-from ridematch_nb.sim import World, WorldParams
+from ridematch_nb.contract.events import encode, format_ts, key_of
+from ridematch_nb.sim.world import World, WorldParams
+from ridematch_nb.stream.kafka_io import BACKFILL_TUNING, Delivery, Publisher, connect_producer
+from ridematch_nb.stream.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 

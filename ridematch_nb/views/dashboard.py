@@ -1,6 +1,6 @@
 """The live notebook's dashboard: widgets and charts that update in place.
 
-The charts are one matplotlib figure on an ipympl canvas (a widget: the image is
+The charts (``live_charts``) are one matplotlib figure on an ipympl canvas (a widget: the image is
 redrawn in place, no new output, no flicker). Each refresh moves the data of the same
 artists (``set_data``, ``set_offsets``, bar heights) and draws once, so memory stays
 flat however long it runs. Everything that touches the figure or the widgets runs on
@@ -21,92 +21,18 @@ import time
 from pathlib import Path
 
 import ipywidgets as widgets
-import numpy as np
-from matplotlib.figure import Figure
 
 from ridematch_nb.config import ETL_GROUP, PUSH_GROUP, Settings
-from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES, LAT_RANGE, LON_RANGE
-from ridematch_nb.live import Background, apply_features
-from ridematch_nb.watch import HOT_SPOTS, Watcher
+from ridematch_nb.contract.events import EVENT_TYPES
+from ridematch_nb.views.live import Background
+from ridematch_nb.views.live_charts import Charts
+from ridematch_nb.views.watch import HOT_SPOTS, Watcher
 
 log = logging.getLogger(__name__)
 
 WINDOWS = {"30 s": 30, "1 min": 60, "5 min": 300, "10 min": 600}
-STATUS_COLOURS = {"idle": "#2ca02c", "en_route": "#ff7f0e", "on_trip": "#1f77b4", "offline": "#bbb"}
-TYPE_COLOURS = {"driver_update": "#1f77b4", "rider_request": "#d62728", "offer_outcome": "#9467bd"}
 ALL, CITY = "all", "whole city"  # the unfiltered choices of the event type and area menus
 HEALTH_EVERY_S = 2.0  # lag and freshness: an admin round trip and an online read
-# The map's frame: the simulated city, or about 5 km around a chosen hot spot.
-CITY_VIEW = ((40.57, 40.90), (-74.08, -73.74))
-AREA_HALF_SPAN = (0.025, 0.033)
-
-
-TITLES = {
-    "rates": "events per second",
-    "status": "driver status (newest update per driver)",
-    "map": "drivers by status, open requests",
-    "lag": "consumer lag (records not committed)",
-    "fresh": "online freshness: age of the newest online value (s)",
-    "rejects": "rejected values by reason (window)",
-}
-
-
-class Charts:
-    """The six charts: one figure, artists made once and moved on every refresh."""
-
-    def __init__(self, groups: dict[str, str]) -> None:
-        from ipympl.backend_nbagg import Canvas, FigureManager
-
-        self.fig = Figure(figsize=(11, 10.5), layout="constrained")
-        self.ax = self.fig.subplot_mosaic(
-            [["rates", "status"], ["map", "lag"], ["map", "fresh"], ["rejects", "rejects"]],
-            height_ratios=[1, 1, 1, 0.7],
-        )
-        for name, ax in self.ax.items():
-            ax.set_title(TITLES[name], fontsize=10)
-            ax.tick_params(labelsize=8)
-        self.rates = {
-            k: self.ax["rates"].plot([], [], label=k, color=TYPE_COLOURS[k])[0] for k in EVENT_TYPES
-        }
-        self.ax["rates"].legend(fontsize=8, loc="upper left")
-        self.ax["rates"].set_xlabel("seconds ago", fontsize=8)
-        self.status = self.ax["status"].bar(
-            DRIVER_STATUSES,
-            [0] * len(DRIVER_STATUSES),
-            color=[STATUS_COLOURS[s] for s in DRIVER_STATUSES],
-        )
-        m = self.ax["map"]
-        self.drivers = {
-            s: m.scatter([], [], s=7, color=STATUS_COLOURS[s], label=s) for s in DRIVER_STATUSES
-        }
-        self.requests = m.scatter([], [], s=60, marker="x", color="#d62728", label="open request")
-        self.offers = m.scatter(
-            [], [], s=30, marker="D", facecolors="none", edgecolors="#9467bd", label="offer"
-        )
-        m.set_aspect(1 / 0.758, adjustable="box")
-        m.set_xlabel("longitude", fontsize=8)
-        m.legend(fontsize=8, loc="lower right", markerscale=1.5)
-        self.lags = {
-            name: self.ax["lag"].plot([], [], marker=".", label=f"{name}: {group}")[0]
-            for name, group in groups.items()
-        }
-        self.ax["lag"].legend(fontsize=8, loc="upper left")
-        self.fresh = self.ax["fresh"].plot([], [], marker=".", color="#2ca02c")[0]
-        for name in ("lag", "fresh"):
-            self.ax[name].set_xlabel("seconds ago", fontsize=8)
-        self.canvas = Canvas(self.fig)
-        FigureManager(self.canvas, 0)
-        self.canvas.header_visible = False
-        self.canvas.footer_visible = False
-        self.canvas.resizable = False
-
-    def draw(self) -> None:
-        self.canvas.draw_idle()
-
-
-def _autoscale_y(ax, *series) -> None:
-    top = max([float(np.nanmax(v)) for v in series if len(v)] or [0.0])
-    ax.set_ylim(0, top * 1.15 + 1)
 
 
 def _kernel_loop():
@@ -116,16 +42,6 @@ def _kernel_loop():
     except ImportError:
         return None
     return Kernel.instance().io_loop if Kernel.initialized() else None
-
-
-def _view(area: str | None) -> tuple[tuple[float, float], tuple[float, float]]:
-    if area is None:
-        return CITY_VIEW
-    lat, lon = HOT_SPOTS[area]
-    return (lat - AREA_HALF_SPAN[0], lat + AREA_HALF_SPAN[0]), (
-        lon - AREA_HALF_SPAN[1],
-        lon + AREA_HALF_SPAN[1],
-    )
 
 
 class LiveDashboard:
@@ -215,7 +131,9 @@ class LiveDashboard:
         threads importing Feast's repository at once can deadlock."""
         self._on_main(lambda: setattr(self.push_on, "description", "applying features..."))
         try:
-            apply_features(self.settings)
+            from ridematch_nb.features import store
+
+            store.apply(self.settings)
             self._applied = True
         except Exception as exc:
             log.warning("feast apply failed: %s", exc)
@@ -349,72 +267,17 @@ class LiveDashboard:
             kind = None if self.event_type.value == ALL else self.event_type.value
             rates = state.rates(now, window, area)
             c = self.charts
-            for name, line in c.rates.items():
-                line.set_data(rates.index, rates[name])
-                line.set_visible(kind in (None, name))
-            shown = [rates[n] for n in rates if kind in (None, n)]
-            c.ax["rates"].set_xlim(-window + 1, 0)
-            _autoscale_y(c.ax["rates"], *shown)
-            mix = state.status_mix(area)
-            for bar, value in zip(c.status, mix, strict=True):
-                bar.set_height(value)
-            _autoscale_y(c.ax["status"], mix)
-            self._draw_map(now, window, area, kind)
-            self._draw_health(now, window)
-            self._draw_rejects(state.recent_rejects(now, window))
+            c.draw_rates(rates, window, kind)
+            c.draw_status(state.status_mix(area))
+            c.draw_map(state, now, window, area, kind)
+            c.draw_health(state.health_frame(now, window), window)
+            c.draw_rejects(state.recent_rejects(now, window))
             c.draw()
             if len(rates):
                 per_s = rates.sum(axis=1).tail(10).mean()
                 self.peaks["events_per_s"] = max(self.peaks.get("events_per_s", 0.0), per_s)
             self.status.value = self._status_html(now)
             self.refreshes += 1
-
-    def _draw_map(self, now: float, window: int, area: str | None, kind: str | None) -> None:
-        state, c = self.watcher.state, self.charts
-        drivers = state.driver_points(area)
-        for status, dots in c.drivers.items():
-            mine = drivers[drivers.status == status]
-            dots.set_offsets(np.c_[mine.lon, mine.lat] if len(mine) else np.empty((0, 2)))
-            dots.set_visible(kind in (None, "driver_update"))
-        requests = state.open_requests(now, area)
-        c.requests.set_offsets(
-            np.c_[requests.lon, requests.lat] if len(requests) else np.empty((0, 2))
-        )
-        c.requests.set_visible(kind in (None, "rider_request"))
-        offers = state.recent_offers(now, window, area)
-        c.offers.set_offsets(np.c_[offers.lon, offers.lat] if len(offers) else np.empty((0, 2)))
-        c.offers.set_visible(kind == "offer_outcome")
-        (lat0, lat1), (lon0, lon1) = _view(area)
-        c.ax["map"].set_xlim(max(lon0, LON_RANGE[0]), min(lon1, LON_RANGE[1]))
-        c.ax["map"].set_ylim(max(lat0, LAT_RANGE[0]), min(lat1, LAT_RANGE[1]))
-
-    def _draw_health(self, now: float, window: int) -> None:
-        health, c = self.watcher.state.health_frame(now, window), self.charts
-        series = []
-        for name, line in c.lags.items():
-            col = f"lag_{name}"
-            ok = health[health[col].notna()] if col in health else health.iloc[:0]
-            line.set_data(ok["ago"] if len(ok) else [], ok[col] if len(ok) else [])
-            series.append(ok[col] if len(ok) else [])
-        _autoscale_y(c.ax["lag"], *series)
-        ok = health[health["fresh_s"].notna()] if "fresh_s" in health else health.iloc[:0]
-        c.fresh.set_data(ok["ago"] if len(ok) else [], ok["fresh_s"] if len(ok) else [])
-        _autoscale_y(c.ax["fresh"], ok["fresh_s"] if len(ok) else [])
-        for name in ("lag", "fresh"):
-            c.ax[name].set_xlim(-window, 0)
-
-    def _draw_rejects(self, rejects) -> None:
-        """Reasons come and go, so this one chart is drawn afresh (a few bars at most)."""
-        ax = self.charts.ax["rejects"]
-        ax.clear()
-        ax.set_title(TITLES["rejects"], fontsize=10)
-        ax.tick_params(labelsize=8)
-        if len(rejects):
-            ax.barh(list(rejects.index), rejects.to_numpy(), color="#d62728")
-        else:
-            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xticks([])
-            ax.set_yticks([])
 
     def _status_html(self, now: float) -> str:
         totals = self.watcher.state.totals

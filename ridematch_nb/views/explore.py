@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES, InvalidEvent, decode
+from ridematch_nb.contract.events import DRIVER_STATUSES, EVENT_TYPES, InvalidEvent, decode
 from ridematch_nb.geo import CITY_TZ
-from ridematch_nb.watch import HOT_SPOTS, areas_of
+from ridematch_nb.views.watch import HOT_SPOTS, areas_of
 
 ALL, CITY, ANY_DRIVER = "all", "whole city", ""
 POSITION = {  # where each event type happens

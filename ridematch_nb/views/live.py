@@ -1,8 +1,8 @@
 """The live notebook's background processes: the realtime generator, the ETL follow
 worker and ``push-online``, started from a kernel and never left behind.
 
-Each process is the package's own command (``python -m ridematch_nb generate ...``),
-run through this module's ``__main__`` so that it first ties its life to the kernel:
+Each process is the package's own command (``python -m ridematch_nb --tied-to PID
+generate ...``); ``--tied-to`` makes it tie its life to the kernel's first:
 
 - a normal stop sends SIGINT (every command then flushes, writes and commits what it
   holds), then SIGTERM, then SIGKILL, each after a grace period;
@@ -111,7 +111,7 @@ class Background:
             raise ValueError(f"unknown background process {name!r}; one of {sorted(COMMANDS)}")
         params = str(self.settings.params_file)
         cli = [*COMMANDS[name], *extra, "--params", params]
-        return [sys.executable, "-m", "ridematch_nb.live", str(os.getpid()), *cli]
+        return [sys.executable, "-m", "ridematch_nb", "--tied-to", str(os.getpid()), *cli]
 
     def start(self, name: str, *extra: str) -> Proc:
         """Start ``name`` (one of COMMANDS) unless it already runs; returns its process."""
@@ -180,41 +180,3 @@ class Background:
         codes = self.stop_all()
         atexit.unregister(self.stop_all)
         return codes
-
-
-def apply_features(settings: Settings, timeout_s: float = 300) -> None:
-    """``feast apply`` for the push loop, in a child process run from the project root:
-    Feast's repository parser fails when the working directory is outside the project
-    (a kernel started elsewhere), and the kernel keeps its own directory and imports."""
-    from ridematch_nb.config import PROJECT_ROOT
-
-    code = (
-        "from ridematch_nb import features; from ridematch_nb.config import load_settings; "
-        f"features.apply(load_settings({str(settings.params_file)!r}))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=PROJECT_ROOT,
-        env=child_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"feast apply failed: {done.stderr.strip().splitlines()[-1:]}")
-
-
-def _child_main(argv: list[str]) -> int:
-    """A background process: tie its life to the kernel, then run the package command."""
-    from ridematch_nb.cli import main
-    from ridematch_nb.etl_writer import _die_with_parent
-
-    _die_with_parent(int(argv[0]))
-    # a child started while the kernel ignores SIGINT (between cells) inherits that;
-    # Ctrl+C and Kernel > Interrupt must still stop it cleanly
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    return main(argv[1:])
-
-
-if __name__ == "__main__":
-    raise SystemExit(_child_main(sys.argv[1:]))

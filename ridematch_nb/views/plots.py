@@ -13,9 +13,9 @@ import pandas as pd
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from ridematch_nb.explore import acceptance_table, local_hour
 from ridematch_nb.runs import run_folder
-from ridematch_nb.sim import AIRPORTS, BUSINESS, NIGHTLIFE, RESIDENTIAL
+from ridematch_nb.sim.city import AIRPORTS, BUSINESS, NIGHTLIFE, RESIDENTIAL
+from ridematch_nb.views.explore import acceptance_table, local_hour
 
 COLORS = {"driver_update": "#4C72B0", "rider_request": "#DD8452", "offer_outcome": "#55A868"}
 STATUS_COLORS = {

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ridematch_nb.config import Settings
-from ridematch_nb.events import DRIVER_STATUSES, EVENT_TYPES, InvalidEvent, decode
-from ridematch_nb.sim import AIRPORTS, BUSINESS, NIGHTLIFE, RESIDENTIAL, WorldParams
+from ridematch_nb.contract.events import DRIVER_STATUSES, EVENT_TYPES, InvalidEvent, decode
+from ridematch_nb.sim.city import AIRPORTS, BUSINESS, NIGHTLIFE, RESIDENTIAL
+from ridematch_nb.sim.world import WorldParams
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class Watcher:
         exist. A topic that appears later is new: it is then read from its beginning."""
         from kafka.errors import UnknownTopicOrPartitionError
 
-        from ridematch_nb.kafka_io import reader
+        from ridematch_nb.stream.topics import reader
 
         try:
             self.consumer, self.tps = reader(self.settings, self.settings.topic)
@@ -208,7 +209,7 @@ class Watcher:
             time.sleep(timeout_ms / 1000)
             return 0
         if self._polls is None:  # the project's one consume loop (rides out outages)
-            from ridematch_nb.kafka_io import polls
+            from ridematch_nb.stream.kafka_io import polls
 
             self._polls = polls(self.consumer, self.settings, timeout_ms=timeout_ms)
         batch = next(self._polls)
@@ -232,7 +233,7 @@ class Watcher:
         if self.consumer is None or not self.tps:
             return dict.fromkeys(self.groups)
         if self._admin is None:
-            from ridematch_nb.kafka_io import admin_client
+            from ridematch_nb.stream.topics import admin_client
 
             self._admin = admin_client(self.settings)
         ends, out = ends if ends is not None else self.ends(), {}
@@ -254,7 +255,7 @@ class Watcher:
             return None
         try:
             if self._online is None:
-                from ridematch_nb.features import store
+                from ridematch_nb.features.store import store
 
                 self._online = store(self.settings)
             resp = self._online.get_online_features(

@@ -8,12 +8,13 @@ import psutil
 import pytest
 import redis
 
-from ridematch_nb import etl, generate
-from ridematch_nb.kafka_io import KafkaUnavailable, connect_producer
-from ridematch_nb.redis_io import RedisUnavailable, check_redis
-from ridematch_nb.sim import WorldParams
-from ridematch_nb.stack import port_is_free
-from ridematch_nb.storage import Lake, S3Unavailable
+from ridematch_nb.features.redis_io import RedisUnavailable, check_redis
+from ridematch_nb.lake import etl
+from ridematch_nb.lake.storage import Lake, S3Unavailable
+from ridematch_nb.sim.world import WorldParams
+from ridematch_nb.stack.control import port_is_free
+from ridematch_nb.stream import generate
+from ridematch_nb.stream.kafka_io import KafkaUnavailable, connect_producer
 
 
 def _free_port() -> int:

@@ -10,13 +10,14 @@ from collections import Counter
 
 import pytest
 
-from ridematch_nb import etl
 from ridematch_nb.config import PROJECT_ROOT
-from ridematch_nb.events import SCHEMAS, encode
-from ridematch_nb.generate import backfill
-from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic
-from ridematch_nb.sim import WorldParams
-from ridematch_nb.storage import Lake, S3Unavailable, read_dataset, read_rejected
+from ridematch_nb.contract.events import SCHEMAS, encode
+from ridematch_nb.lake import etl
+from ridematch_nb.lake.storage import Lake, S3Unavailable, read_dataset, read_rejected
+from ridematch_nb.sim.world import WorldParams
+from ridematch_nb.stream.generate import backfill
+from ridematch_nb.stream.kafka_io import Publisher, connect_producer
+from ridematch_nb.stream.topics import ensure_topic
 from tests.conftest import TEST_PARAMS
 from tests.helpers.samples import GOOD_DRIVER_UPDATE
 from tests.helpers.tcp_proxy import Proxy

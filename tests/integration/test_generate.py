@@ -8,12 +8,13 @@ from dataclasses import replace
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT
-from ridematch_nb.events import decode, encode, key_of
-from ridematch_nb.generate import backfill, realtime
-from ridematch_nb.kafka_io import KafkaUnavailable, connect_producer, read_records
-from ridematch_nb.sim import WorldParams, simulate
-from ridematch_nb.stack import port_is_free
-from ridematch_nb.storage import Lake
+from ridematch_nb.contract.events import decode, encode, key_of
+from ridematch_nb.lake.storage import Lake
+from ridematch_nb.sim.world import WorldParams, simulate
+from ridematch_nb.stack.control import port_is_free
+from ridematch_nb.stream.generate import backfill, realtime
+from ridematch_nb.stream.kafka_io import KafkaUnavailable, connect_producer
+from ridematch_nb.stream.topics import read_records
 from tests.conftest import TEST_PARAMS
 
 WORLD = WorldParams(seed=21, n_drivers=120, n_riders=300, start="2026-10-05T12:00:00Z")

@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from ridematch_nb.kafka_io import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
-from ridematch_nb.storage import s3_client
+from ridematch_nb.lake.storage import s3_client
+from ridematch_nb.stream.kafka_io import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
 
 
 def _consumer(settings, group, **kw):

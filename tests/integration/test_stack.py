@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 
 from ridematch_nb.config import StackSettings
-from ridematch_nb.services import GRPC_OFFSET, LOOPBACK
-from ridematch_nb.stack import LocalStack, StackError, port_is_free
+from ridematch_nb.stack.control import LocalStack, StackError, port_is_free
+from ridematch_nb.stack.services import GRPC_OFFSET, LOOPBACK
 
 
 def test_up_twice_is_harmless(stack):
@@ -68,7 +68,7 @@ def test_busy_port_gives_one_clear_error_and_starts_nothing(stack, tmp_path):
 
 
 def test_missing_binary_names_the_service_and_the_fix(stack, tmp_path, monkeypatch):
-    import ridematch_nb.services as services
+    import ridematch_nb.stack.services as services
 
     monkeypatch.setattr(services, "redis_binary", lambda: None)
     other = replace(
