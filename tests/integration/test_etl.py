@@ -274,7 +274,8 @@ def test_two_workers_at_once_land_everything_once(settings, unique):
     assert_exactly_once(settings, prefix, produced(gen))
 
 
-def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, unique):
+def test_follow_survives_a_broker_restart_and_stops_cleanly(own_broker, unique):
+    settings = own_broker.settings
     topic, group, prefix = f"test-follow-{unique}", f"g-{unique}", f"tests/{unique}"
     ensure_topic(settings, topic, 2)
 
@@ -302,7 +303,7 @@ def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, uni
             "100",
         ],
         cwd=PROJECT_ROOT,
-        env=_env(topic),
+        env={**_env(topic), "RIDEMATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -320,9 +321,9 @@ def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, uni
     try:
         produce(1000, 0)
         assert wait_landed(800) >= 800
-        stack.stop("kafka")
+        own_broker.stop("kafka")
         time.sleep(5)  # long enough for the worker's client to fail polls, not just reconnect
-        stack.start("kafka")
+        own_broker.start("kafka")
         produce(1000, 1000)
         after_restart = wait_landed(1800)
     finally:
