@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PARAMS ?= params/local.yaml
 PYTEST_ARGS ?=
+# make test spreads the suite over this many workers: most tests wait on servers,
+# so a 2-core machine keeps three busy (make test TEST_WORKERS=0: one process).
+TEST_WORKERS ?= 3
 
 .PHONY: help install system-deps stack-up stack-down stack-status lint format test test-fast demo lab clean-data
 
@@ -50,7 +53,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 test: install lint stack-up
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not integration and not notebooks and not browser" $(PYTEST_ARGS)
@@ -59,7 +62,7 @@ demo: stack-up
 	$(PY) -m ridematch_nb run --params $(PARAMS)
 
 lab: stack-up
-	$(PY) -m ridematch_nb.lab
+	$(PY) -m ridematch_nb.stack.lab
 
 clean-data: stack-down
 	rm -rf .stack

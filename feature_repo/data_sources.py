@@ -1,7 +1,7 @@
 """Data sources: the ETL's parquet datasets in S3, and a push source for the stream.
 
 Static on purpose: no endpoint, key or profile here. The path is the local profile's
-lake; ridematch_nb.features gives copies of these definitions each profile's lake path
+lake; ridematch_nb.features.store gives copies of these definitions each profile's lake path
 (its bucket and prefix, as its offline store names the files) and S3 endpoint.
 """
 

@@ -10,7 +10,7 @@ driver = Entity(
     description="A driver of the simulated marketplace",
 )
 
-# A rider; request-side features are computed per request (see ridematch_nb.training).
+# A rider; request-side features are computed per request (see ridematch_nb.model.training).
 rider = Entity(
     name="rider",
     join_keys=["rider_id"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from ridematch_nb.config import (
@@ -12,12 +13,11 @@ from ridematch_nb.config import (
     ConfigError,
     ParameterError,
     load_settings,
-    resolve_path,
 )
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from ridematch_nb.stack import LocalStack
+    from ridematch_nb.stack.control import LocalStack
 
     stack = LocalStack(load_settings(args.params))
     if args.action == "up":
@@ -43,15 +43,15 @@ def _settings(args: argparse.Namespace):
     """Settings for a command; with the embedded stack, its generated S3 keys too."""
     settings = load_settings(args.params)
     if settings.stack is not None and settings.secrets_file and settings.secrets_file.exists():
-        from ridematch_nb.services import ensure_secrets
+        from ridematch_nb.stack.services import ensure_secrets
 
         settings = ensure_secrets(settings)
     return settings
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from ridematch_nb import generate
-    from ridematch_nb.sim import WorldParams
+    from ridematch_nb.sim.world import WorldParams
+    from ridematch_nb.stream import generate
 
     print("🚀 Starting RideMatch data generator...")
     world = WorldParams(
@@ -72,7 +72,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         reset_topic=not args.keep_topic,
     )
     if args.mode == "backfill" and not args.keep_topic:
-        from ridematch_nb import etl
+        from ridematch_nb.lake import etl
 
         removed = etl.forget(_settings(args), summary.topic, summary.partitions)
         print(f"🧹 The ETL forgot the old topic: {removed} files removed, offsets reset")
@@ -85,7 +85,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_events(args: argparse.Namespace) -> int:
-    from ridematch_nb.kafka_io import latest_records, pretty
+    from ridematch_nb.stream.topics import latest_records, pretty
 
     settings = _settings(args)
     records = latest_records(settings, settings.topic, args.n)
@@ -100,7 +100,7 @@ def _cmd_check_events(args: argparse.Namespace) -> int:
 
 
 def _cmd_etl(args: argparse.Namespace) -> int:
-    from ridematch_nb import etl
+    from ridematch_nb.lake import etl
 
     summary = etl.run(
         _settings(args),
@@ -125,8 +125,8 @@ def _cmd_etl(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify_online(args: argparse.Namespace) -> int:
-    from ridematch_nb import features
-    from ridematch_nb.redis_io import check_redis
+    from ridematch_nb.features import store as features
+    from ridematch_nb.features.redis_io import check_redis
 
     settings = _settings(args)
     fs = features.store(settings)
@@ -142,7 +142,8 @@ def _cmd_verify_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_push_online(args: argparse.Namespace) -> int:
-    from ridematch_nb import features, online
+    from ridematch_nb.features import online
+    from ridematch_nb.features import store as features
 
     settings = _settings(args)
     fs = features.store(settings)
@@ -163,29 +164,9 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.scale and not args.offline:
-        raise ParameterError("parameter --scale goes with --offline")
-    if args.dispatch:
-        from ridematch_nb.bench_dispatch import run_dispatch_bench
+    from ridematch_nb.bench.command import run
 
-        run = resolve_path(args.run) if args.run else None
-        results = run_dispatch_bench(_settings(args), run, args.seeds, args.window_hours)
-        print(f"results: {results['path']}")
-        return 0
-    if args.offline:
-        from ridematch_nb.bench_offline import run_offline_bench
-
-        scale = _settings(argparse.Namespace(params=args.scale)) if args.scale else None
-        results = run_offline_bench(
-            _settings(args), repeat=args.repeat, compare=args.compare, scale=scale
-        )
-        print(f"results: {results['path']}")
-        return 0
-    from ridematch_nb.bench import run_bench
-
-    results = run_bench(_settings(args), sizes=args.sizes, repeat=args.repeat, online=args.online)
-    print(f"results: {results['path']}")
-    return 0
+    return run(args, _settings)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -201,10 +182,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ridematch_nb.sim import WorldParams
+    from ridematch_nb.sim.world import WorldParams
 
     parser = argparse.ArgumentParser(prog="python -m ridematch_nb", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # the live notebook's background commands: tied to the kernel (ridematch_nb.views.live)
+    parser.add_argument("--tied-to", type=int, metavar="PID", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     # the option every command takes, defined once
     common = argparse.ArgumentParser(add_help=False)
@@ -297,50 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default=PUSH_GROUP, help="consumer group")
     p.set_defaults(func=_cmd_push_online)
 
-    p = sub.add_parser(
-        "bench", help="each stage's rate next to its client's raw limit", parents=[common]
-    )
-    p.add_argument("--sizes", type=int, nargs="*", default=[50_000, 200_000])
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument(
-        "--online",
-        action="store_true",
-        help="also materialize, online lookups, freshness and the whole match (after make demo)",
-    )
-    p.add_argument(
-        "--offline",
-        action="store_true",
-        help="instead: the training set from Feast's offline store against pyarrow + "
-        "merge_asof on the same lake, and materialization (after make demo)",
-    )
-    p.add_argument(
-        "--compare",
-        nargs="*",
-        default=[],
-        choices=["duckdb", "dask"],
-        help="with --offline: also Feast's own duckdb / dask store, once each",
-    )
-    p.add_argument(
-        "--scale",
-        metavar="PARAMS",
-        help="with --offline: also measure another profile's lake (e.g. params/week.yaml), "
-        "interleaved, and how the figures grew",
-    )
-    p.add_argument(
-        "--dispatch",
-        action="store_true",
-        help="instead: replay a run's held-out period under each dispatch policy (after "
-        "make demo), with more seeds and a longer window than notebook 07",
-    )
-    p.add_argument("--run", help="with --dispatch: the run folder (default: the newest)")
-    p.add_argument("--seeds", type=int, default=10, help="with --dispatch: seeds")
-    p.add_argument(
-        "--window-hours",
-        type=float,
-        default=0.0,
-        help="with --dispatch: hours replayed from the training cut (0: to the end)",
-    )
-    p.set_defaults(func=_cmd_bench)
+    from ridematch_nb.bench.command import add_parser as add_bench_parser
+
+    add_bench_parser(sub, common).set_defaults(func=_cmd_bench)
 
     p = sub.add_parser(
         "run", help="run the notebook chain into outputs/runs/<run-id>/", parents=[common]
@@ -353,10 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message says what is wrong and how to fix it: shown alone, exit 2.
     (Imported here, not at the top: `--help` should not wait for pandas.)"""
-    from ridematch_nb.kafka_io import KafkaUnavailable, TopicResetError
-    from ridematch_nb.redis_io import RedisUnavailable
-    from ridematch_nb.stack import StackError
-    from ridematch_nb.storage import S3Unavailable
+    from ridematch_nb.features.redis_io import RedisUnavailable
+    from ridematch_nb.lake.storage import S3Unavailable
+    from ridematch_nb.stack.control import StackError
+    from ridematch_nb.stream.kafka_io import KafkaUnavailable, TopicResetError
 
     return (
         ConfigError,
@@ -369,9 +311,21 @@ def user_errors() -> tuple[type[Exception], ...]:
     )
 
 
+def tie_to(parent: int) -> None:
+    """A background command of the live notebook: it dies with the kernel, and Ctrl+C and
+    Kernel > Interrupt stop it cleanly even when it was started while the kernel ignored
+    SIGINT (between cells), which a child inherits."""
+    from ridematch_nb.process import die_with_parent
+
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.tied_to is not None:
+        tie_to(args.tied_to)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

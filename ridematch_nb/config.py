@@ -80,7 +80,7 @@ class Settings:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     stack: StackSettings | None = None
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
-    # Feast's offline store and batch engine, when the profile picks them (ridematch_nb.offline)
+    # Feast's offline store and batch engine, when the profile picks them (features.offline)
     feast: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

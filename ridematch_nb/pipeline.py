@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ridematch_nb.config import PROJECT_ROOT, ConfigError, load_settings
-from ridematch_nb.dispatch import POLICIES
+from ridematch_nb.model.dispatch import POLICIES
 from ridematch_nb.runs import RUNS_DIR, new_run_id, run_folder
 
 log = logging.getLogger(__name__)

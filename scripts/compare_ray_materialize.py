@@ -24,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compare_ray_store import main, save
 
-from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
-from ridematch_nb.stack import LocalStack
+from ridematch_nb.features import offline
+from ridematch_nb.features import store as features
+from ridematch_nb.stack.control import LocalStack
 from tests.integration.test_offline_store import STATE, STATS, TTL, crafted_updates, land
 
 

@@ -26,9 +26,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ridematch_nb import features, offline
 from ridematch_nb.config import load_settings
-from ridematch_nb.stack import LocalStack
+from ridematch_nb.features import offline
+from ridematch_nb.features import store as features
+from ridematch_nb.stack.control import LocalStack
 from tests.integration.test_offline_store import (
     STATE,
     STATS,

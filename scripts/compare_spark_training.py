@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compare_ray_store import save
 
-from ridematch_nb import features, offline, training
 from ridematch_nb.config import load_settings
-from ridematch_nb.storage import read_dataset
+from ridematch_nb.features import offline
+from ridematch_nb.features import store as features
+from ridematch_nb.lake.storage import read_dataset
+from ridematch_nb.model import training
 
 
 def differences(ours: pd.DataFrame, theirs: pd.DataFrame, key: str = "offer_id") -> dict:

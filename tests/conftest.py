@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,30 @@ TESTS = Path(__file__).resolve().parent
 TEST_PARAMS = os.environ.get("RIDEMATCH_TEST_PARAMS", "params/ci.yaml")
 
 
+# Tests that share names on the servers run in one worker, one after another, when
+# `make test` spreads the suite over workers (pytest-xdist, --dist loadgroup): the
+# notebook chain's tests read one run of it; the live notebook's share its lake prefix.
+GROUPS = {"notebooks": "chain", "ui_browser": "live", "test_live.py": "live"}
+# The longest groups start first, so they do not finish alone at the end.
+FIRST = ("chain", "live")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by folder, so `-m "not integration"` runs the fast set alone."""
+    """Mark tests by folder (so `-m "not integration"` runs the fast set alone) and
+    by group; put the long groups first."""
     for item in items:
         parts = Path(str(item.fspath)).relative_to(TESTS).parts
         if parts[0] in ("integration", "notebooks"):
             item.add_marker(getattr(pytest.mark, parts[0]))
+        group = GROUPS.get(parts[0]) or GROUPS.get(parts[-1])
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=_rank)
+
+
+def _rank(item: pytest.Item) -> int:
+    group = next((m.args[0] for m in item.iter_markers("xdist_group")), None)
+    return FIRST.index(group) if group in FIRST else len(FIRST)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +51,13 @@ def ci_settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(ci_settings: Settings):
     """The embedded stack, started once per session (reused when `make stack-up` ran)."""
-    from ridematch_nb.stack import LocalStack
+    from ridematch_nb.stack.control import LocalStack
 
     local = LocalStack(ci_settings)
-    local.up()
+    local.dir.mkdir(parents=True, exist_ok=True)
+    with open(local.dir / "tests-up.lock", "w") as lock:  # workers start it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        local.up()
     return local
 
 
@@ -48,3 +71,30 @@ def settings(stack) -> Settings:
 def unique() -> str:
     """A short unique suffix: each test gets its own topic / prefix / group."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def own_broker(settings: Settings, tmp_path: Path, unique: str):
+    """A Tansu broker of this test's own, on the shared S3, for tests that stop or
+    restart the broker: the suite's broker stays up for the tests running beside it.
+    Its ``settings`` point at it; ``stop``/``start``/``restart`` act on it alone."""
+    from ridematch_nb.lake.storage import s3_client
+    from ridematch_nb.stack.control import LocalStack
+    from ridematch_nb.stack.services import create_buckets
+    from tests.helpers.ports import free_port
+
+    mine = replace(
+        settings,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        stack=replace(settings.stack, data_dir=tmp_path / "broker", broker_bucket=f"b-{unique}"),
+    )
+    create_buckets(mine)
+    broker = LocalStack(mine)
+    broker.start("kafka")
+    yield broker
+    broker.stop("kafka")
+    client = s3_client(mine)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=f"b-{unique}"):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=f"b-{unique}", Key=obj["Key"])
+    client.delete_bucket(Bucket=f"b-{unique}")

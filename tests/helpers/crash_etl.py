@@ -15,10 +15,10 @@ import signal
 import sys
 import time
 
-from ridematch_nb import etl
 from ridematch_nb.config import load_settings
-from ridematch_nb.services import ensure_secrets
-from ridematch_nb.storage import Lake
+from ridematch_nb.lake import etl
+from ridematch_nb.lake.storage import Lake
+from ridematch_nb.stack.services import ensure_secrets
 
 WORKER = os.getpid()
 

@@ -3,7 +3,7 @@ the contract must give it. Every consumer of the topic is run against it."""
 
 from __future__ import annotations
 
-from ridematch_nb.events import MAX_VALUE_BYTES, encode
+from ridematch_nb.contract.events import MAX_VALUE_BYTES, encode
 from tests.helpers.samples import GOOD_DRIVER_UPDATE as GOOD
 
 _GOOD = encode(GOOD)

@@ -2,8 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
-from ridematch_nb.columnar import landed_table
-from ridematch_nb.storage import Lake, chunk_name, data_key
+from ridematch_nb.contract.columnar import landed_table
+from ridematch_nb.lake.storage import Lake, chunk_name, data_key
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 

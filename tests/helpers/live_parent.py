@@ -14,7 +14,7 @@ import sys
 import time
 
 from ridematch_nb.config import load_settings
-from ridematch_nb.live import Background
+from ridematch_nb.views.live import Background
 
 
 def main(params: str, log_dir: str, how: str) -> None:

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from ridematch_nb.bench import PAIRS, run_bench
-from ridematch_nb.kafka_io import admin_client
-from ridematch_nb.storage import Lake
+from ridematch_nb.bench.stages import PAIRS, run_bench
+from ridematch_nb.lake.storage import Lake
+from ridematch_nb.stream.topics import admin_client
 
 
 def test_bench_smoke_writes_every_pair_with_medians_memory_and_cleans_up(settings):

@@ -8,16 +8,13 @@ import psutil
 import pytest
 import redis
 
-from ridematch_nb import etl, generate
-from ridematch_nb.kafka_io import KafkaUnavailable, connect_producer
-from ridematch_nb.redis_io import RedisUnavailable, check_redis
-from ridematch_nb.sim import WorldParams
-from ridematch_nb.stack import port_is_free
-from ridematch_nb.storage import Lake, S3Unavailable
-
-
-def _free_port() -> int:
-    return next(p for p in range(29500, 29600) if port_is_free(p))
+from ridematch_nb.features.redis_io import RedisUnavailable, check_redis
+from ridematch_nb.lake import etl
+from ridematch_nb.lake.storage import Lake, S3Unavailable
+from ridematch_nb.sim.world import WorldParams
+from ridematch_nb.stream import generate
+from ridematch_nb.stream.kafka_io import KafkaUnavailable, connect_producer
+from tests.helpers.ports import free_port
 
 
 def test_the_stack_redis_has_a_password_from_the_secrets_file(settings):
@@ -45,25 +42,25 @@ def test_redis_refuses_a_client_without_valid_credentials(settings, who):
 
 
 def test_an_unreachable_redis_is_named_as_such(settings):
-    dead = settings.with_overrides(redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+    dead = settings.with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(RedisUnavailable, match="not reachable") as err:
         check_redis(dead)
     assert err.value.__cause__ is not None
 
 
 def test_s3_and_kafka_errors_keep_their_cause(settings):
-    dead_s3 = settings.with_overrides(s3_endpoint=f"http://127.0.0.1:{_free_port()}")
+    dead_s3 = settings.with_overrides(s3_endpoint=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(S3Unavailable) as err:
         Lake(dead_s3).put("tests/x", b"x")
     assert err.value.__cause__ is not None
-    dead_kafka = settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{_free_port()}")
+    dead_kafka = settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     with pytest.raises(KafkaUnavailable) as err:
         connect_producer(dead_kafka, attempts=1)
     assert err.value.__cause__ is not None
 
 
 def test_an_etl_that_cannot_join_leaves_no_writer_process_behind(settings):
-    dead = settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{_free_port()}")
+    dead = settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(KafkaUnavailable):
         etl.run(dead, group="never-joins", prefix="tests/never", progress=False)

@@ -10,13 +10,14 @@ from collections import Counter
 
 import pytest
 
-from ridematch_nb import etl
 from ridematch_nb.config import PROJECT_ROOT
-from ridematch_nb.events import SCHEMAS, encode
-from ridematch_nb.generate import backfill
-from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic
-from ridematch_nb.sim import WorldParams
-from ridematch_nb.storage import Lake, S3Unavailable, read_dataset, read_rejected
+from ridematch_nb.contract.events import SCHEMAS, encode
+from ridematch_nb.lake import etl
+from ridematch_nb.lake.storage import Lake, S3Unavailable, read_dataset, read_rejected
+from ridematch_nb.sim.world import WorldParams
+from ridematch_nb.stream.generate import backfill
+from ridematch_nb.stream.kafka_io import Publisher, connect_producer
+from ridematch_nb.stream.topics import ensure_topic
 from tests.conftest import TEST_PARAMS
 from tests.helpers.samples import GOOD_DRIVER_UPDATE
 from tests.helpers.tcp_proxy import Proxy
@@ -273,7 +274,8 @@ def test_two_workers_at_once_land_everything_once(settings, unique):
     assert_exactly_once(settings, prefix, produced(gen))
 
 
-def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, unique):
+def test_follow_survives_a_broker_restart_and_stops_cleanly(own_broker, unique):
+    settings = own_broker.settings
     topic, group, prefix = f"test-follow-{unique}", f"g-{unique}", f"tests/{unique}"
     ensure_topic(settings, topic, 2)
 
@@ -301,7 +303,7 @@ def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, uni
             "100",
         ],
         cwd=PROJECT_ROOT,
-        env=_env(topic),
+        env={**_env(topic), "RIDEMATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -319,9 +321,9 @@ def test_follow_survives_a_broker_restart_and_stops_cleanly(settings, stack, uni
     try:
         produce(1000, 0)
         assert wait_landed(800) >= 800
-        stack.stop("kafka")
+        own_broker.stop("kafka")
         time.sleep(5)  # long enough for the worker's client to fail polls, not just reconnect
-        stack.start("kafka")
+        own_broker.start("kafka")
         produce(1000, 1000)
         after_restart = wait_landed(1800)
     finally:

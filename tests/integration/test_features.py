@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import redis
 
-from ridematch_nb import features, online
-from ridematch_nb.redis_io import RedisUnavailable
-from ridematch_nb.stack import port_is_free
-from ridematch_nb.storage import Lake, S3Unavailable
+from ridematch_nb.features import online
+from ridematch_nb.features import store as features
+from ridematch_nb.features.redis_io import RedisUnavailable
+from ridematch_nb.lake.storage import Lake, S3Unavailable
+from ridematch_nb.stack.control import port_is_free
 from tests.helpers.lake import T0, land, update
 
 
@@ -167,8 +168,9 @@ def test_s3_down_gives_a_clear_error_naming_s3(isolated):
 
 
 def test_the_stream_push_makes_the_newest_driver_state_readable_online(isolated, unique):
-    from ridematch_nb.events import encode
-    from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic
+    from ridematch_nb.contract.events import encode
+    from ridematch_nb.stream.kafka_io import Publisher, connect_producer
+    from ridematch_nb.stream.topics import ensure_topic
 
     settings, project = isolated
     land(settings, [update("driver_s", 0, 40.70)])

@@ -8,13 +8,14 @@ from dataclasses import replace
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT
-from ridematch_nb.events import decode, encode, key_of
-from ridematch_nb.generate import backfill, realtime
-from ridematch_nb.kafka_io import KafkaUnavailable, connect_producer, read_records
-from ridematch_nb.sim import WorldParams, simulate
-from ridematch_nb.stack import port_is_free
-from ridematch_nb.storage import Lake
+from ridematch_nb.contract.events import decode, encode, key_of
+from ridematch_nb.lake.storage import Lake
+from ridematch_nb.sim.world import WorldParams, simulate
+from ridematch_nb.stream.generate import backfill, realtime
+from ridematch_nb.stream.kafka_io import KafkaUnavailable, connect_producer
+from ridematch_nb.stream.topics import read_records
 from tests.conftest import TEST_PARAMS
+from tests.helpers.ports import free_port
 
 WORLD = WorldParams(seed=21, n_drivers=120, n_riders=300, start="2026-10-05T12:00:00Z")
 
@@ -23,10 +24,6 @@ def _broker_batch_objects(settings, topic: str) -> list[str]:
     """The S3 keys of the batches Tansu stored for ``topic`` (its default cluster id)."""
     lake = Lake(replace(settings, bucket=settings.stack.broker_bucket))
     return [k for k in lake.keys(f"clusters/tansu_cluster/topics/{topic}/") if "/records/" in k]
-
-
-def _free_port() -> int:
-    return next(p for p in range(39000, 39500) if port_is_free(p))
 
 
 def test_backfill_delivers_exactly_the_simulated_stream(settings, unique):
@@ -81,7 +78,7 @@ def test_realtime_prints_the_seed_progress_line_and_counts_deliveries(settings, 
 
 
 def test_broker_down_gives_up_after_five_attempts_naming_the_address(settings):
-    dead = settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{_free_port()}")
+    dead = settings.with_overrides(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     with pytest.raises(KafkaUnavailable) as err:
         connect_producer(dead, backoff_s=0.1)
     message = str(err.value)
@@ -101,7 +98,7 @@ def _cli(*args, env=None, timeout=120):
 
 
 def test_cli_generate_with_the_broker_down_exits_with_a_clear_message(settings):
-    port = _free_port()
+    port = free_port()
     proc = _cli(
         "generate",
         "--mode",

@@ -10,12 +10,16 @@ from collections import Counter
 
 import pytest
 
-from ridematch_nb import bench_events, etl, features, online
-from ridematch_nb.columnar import to_frames
-from ridematch_nb.events import encode, key_of
-from ridematch_nb.kafka_io import Publisher, connect_producer, ensure_topic, read_records
-from ridematch_nb.sim import WorldParams, simulate
-from ridematch_nb.storage import read_rejected
+from ridematch_nb.bench import events as bench_events
+from ridematch_nb.contract.decoder import to_frames
+from ridematch_nb.contract.events import encode, key_of
+from ridematch_nb.features import online
+from ridematch_nb.features import store as features
+from ridematch_nb.lake import etl
+from ridematch_nb.lake.storage import read_rejected
+from ridematch_nb.sim.world import WorldParams, simulate
+from ridematch_nb.stream.kafka_io import Publisher, connect_producer
+from ridematch_nb.stream.topics import ensure_topic, read_records
 from tests.conftest import TEST_PARAMS
 from tests.helpers.hostile import HOSTILE
 

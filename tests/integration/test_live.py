@@ -29,13 +29,13 @@ def live_env(topic: str = LIVE_TOPIC) -> dict[str, str]:
 
 
 def live_processes(topic: str) -> list[psutil.Process]:
-    """Every process started through ridematch_nb.live for ``topic`` (and its children,
-    such as the ETL's writer, which carry the same command line and environment)."""
+    """Every background command the live notebook started (``--tied-to``) for ``topic``,
+    and their children (the ETL's writer carries the same command line and environment)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if "ridematch_nb.live" in cmd and proc.environ().get("RIDEMATCH_TOPIC") == topic:
+            if "--tied-to" in cmd and proc.environ().get("RIDEMATCH_TOPIC") == topic:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue

@@ -5,8 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import redis
 
-from ridematch_nb import features, matching, online, training
+from ridematch_nb.features import online
+from ridematch_nb.features import store as features
 from ridematch_nb.geo import distance_km
+from ridematch_nb.model import matching, training
 from tests.helpers.lake import land, update
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)

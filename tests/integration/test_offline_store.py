@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ridematch_nb import features
-from ridematch_nb.columnar import landed_table as to_table
-from ridematch_nb.storage import Lake, chunk_name, data_key
+from ridematch_nb.contract.columnar import landed_table as to_table
+from ridematch_nb.features import store as features
+from ridematch_nb.lake.storage import Lake, chunk_name, data_key
 from tests.helpers.lake import driver_update as event
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)

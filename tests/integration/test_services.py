@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from ridematch_nb.kafka_io import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
-from ridematch_nb.storage import s3_client
+from ridematch_nb.lake.storage import s3_client
+from ridematch_nb.stream.kafka_io import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
 
 
 def _consumer(settings, group, **kw):
@@ -33,7 +33,8 @@ def _poll_until(consumer, n, timeout_s=60):
     return got
 
 
-def test_kafka_group_resumes_after_committed_offset_across_broker_restart(settings, stack, unique):
+def test_kafka_group_resumes_after_committed_offset_across_broker_restart(own_broker, unique):
+    settings = own_broker.settings
     topic, group = f"test-kafka-{unique}", f"g-{unique}"
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
@@ -60,7 +61,7 @@ def test_kafka_group_resumes_after_committed_offset_across_broker_restart(settin
     committed = {tp.partition: first.committed(tp) for tp in first.assignment()}
     first.close()
 
-    stack.restart("kafka")
+    own_broker.restart("kafka")
 
     second = _consumer(settings, group)
     tps = [TopicPartition(topic, p) for p in range(3)]

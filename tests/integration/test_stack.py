@@ -1,12 +1,12 @@
-import random
 import socket
 from dataclasses import replace
 
 import pytest
 
 from ridematch_nb.config import StackSettings
-from ridematch_nb.services import GRPC_OFFSET, LOOPBACK
-from ridematch_nb.stack import LocalStack, StackError, port_is_free
+from ridematch_nb.stack.control import LocalStack, StackError
+from ridematch_nb.stack.services import LOOPBACK
+from tests.helpers.ports import free_weed_port
 
 
 def test_up_twice_is_harmless(stack):
@@ -34,25 +34,19 @@ def test_every_listening_socket_is_on_loopback(stack):
         assert all(a.startswith(f"{LOOPBACK}:") for a in addrs), (name, addrs)
 
 
-def _free_port() -> int:
-    """A free port whose SeaweedFS gRPC twin (+10000) is free too."""
-    for port in random.sample(range(30000, 50000), 200):
-        if port_is_free(port) and port_is_free(port + GRPC_OFFSET):
-            return port
-    raise RuntimeError("no free port pair found")
-
-
 def test_busy_port_gives_one_clear_error_and_starts_nothing(stack, tmp_path):
     """A second stack on other ports, with its Redis port held by a stranger."""
     base = stack.settings
-    redis_port = _free_port()
+    redis_port = free_weed_port()
     other = replace(
         base,
-        kafka_bootstrap=f"{LOOPBACK}:{_free_port()}",
-        s3_endpoint=f"http://{LOOPBACK}:{_free_port()}",
+        kafka_bootstrap=f"{LOOPBACK}:{free_weed_port()}",
+        s3_endpoint=f"http://{LOOPBACK}:{free_weed_port()}",
         redis_url=f"redis://{LOOPBACK}:{redis_port}/0",
         secrets_file=tmp_path / "secrets.env",
-        stack=StackSettings(tmp_path / "stack", "b", _free_port(), _free_port(), _free_port(), 5),
+        stack=StackSettings(
+            tmp_path / "stack", "b", free_weed_port(), free_weed_port(), free_weed_port(), 5
+        ),
     )
     with socket.socket() as squatter:
         squatter.bind((LOOPBACK, redis_port))
@@ -68,16 +62,18 @@ def test_busy_port_gives_one_clear_error_and_starts_nothing(stack, tmp_path):
 
 
 def test_missing_binary_names_the_service_and_the_fix(stack, tmp_path, monkeypatch):
-    import ridematch_nb.services as services
+    import ridematch_nb.stack.services as services
 
     monkeypatch.setattr(services, "redis_binary", lambda: None)
     other = replace(
         stack.settings,
-        redis_url=f"redis://{LOOPBACK}:{_free_port()}/0",
-        kafka_bootstrap=f"{LOOPBACK}:{_free_port()}",
-        s3_endpoint=f"http://{LOOPBACK}:{_free_port()}",
+        redis_url=f"redis://{LOOPBACK}:{free_weed_port()}/0",
+        kafka_bootstrap=f"{LOOPBACK}:{free_weed_port()}",
+        s3_endpoint=f"http://{LOOPBACK}:{free_weed_port()}",
         secrets_file=tmp_path / "secrets.env",
-        stack=StackSettings(tmp_path / "stack", "b", _free_port(), _free_port(), _free_port(), 5),
+        stack=StackSettings(
+            tmp_path / "stack", "b", free_weed_port(), free_weed_port(), free_weed_port(), 5
+        ),
     )
     with pytest.raises(
         StackError, match=r"redis .*binary not found[\s\S]*apt-get install redis-server"

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from ridematch_nb import features, training
-from ridematch_nb.columnar import landed_table as to_table
-from ridematch_nb.storage import Lake, chunk_name, data_key
+from ridematch_nb.contract.columnar import landed_table as to_table
+from ridematch_nb.features import store as features
+from ridematch_nb.lake.storage import Lake, chunk_name, data_key
+from ridematch_nb.model import training
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 

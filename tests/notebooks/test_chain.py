@@ -69,7 +69,7 @@ def test_etl_lands_everything_generated_exactly_once(chain):
 
 
 def test_materialize_puts_the_latest_lake_values_online_for_every_driver(chain, settings):
-    from ridematch_nb import features
+    from ridematch_nb.features import store as features
 
     mat = load_record(chain.run_dir, "04_materialize")
     n = CI["01_generate"]["n_drivers"]
@@ -86,9 +86,12 @@ def test_model_beats_the_nearest_driver_by_a_margin_learned_from_the_truth(chain
     scoring offers with the true acceptance probability, on the same held-out offers."""
     from sklearn.metrics import roc_auc_score
 
-    from ridematch_nb import features, training
-    from ridematch_nb.explore import local_hour
-    from ridematch_nb.sim import World, WorldParams, accept_probability, distance_km
+    from ridematch_nb.features import store as features
+    from ridematch_nb.geo import distance_km
+    from ridematch_nb.model import training
+    from ridematch_nb.sim.drivers import accept_probability
+    from ridematch_nb.sim.world import World, WorldParams
+    from ridematch_nb.views.explore import local_hour
 
     rec = load_record(chain.run_dir, "05_train")
     p = CI["01_generate"]
@@ -136,7 +139,7 @@ def test_dispatching_with_the_model_closes_a_third_of_the_gap_to_the_oracle(chai
     """07 replays the held-out period under each policy. The model must close at least a
     third of the gap between nearest-driver dispatch and the oracle on first-offer
     acceptance, on the mean over the seeds; and the replay must be a fair one."""
-    from ridematch_nb.dispatch import METRICS, POLICIES
+    from ridematch_nb.model.dispatch import METRICS, POLICIES
 
     rec = load_record(chain.run_dir, "07_dispatch")
     runs = pd.DataFrame(rec["runs"])

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT
-from ridematch_nb.lab import lab_command
+from ridematch_nb.stack.lab import lab_command
 from tests.integration.test_live import LIVE_TOPIC, gone_within, live_env, live_processes
 
 pytestmark = pytest.mark.browser
@@ -131,10 +131,7 @@ def lab(stack, tmp_path):
 
 def running_commands() -> set[str]:
     """The package commands the live notebook runs for this test's topic."""
-    return {
-        " ".join(p.cmdline()).split("ridematch_nb.live")[1].split()[1]
-        for p in live_processes(TOPIC)
-    }
+    return {" ".join(p.cmdline()).split("--tied-to")[1].split()[1] for p in live_processes(TOPIC)}
 
 
 def wait_all_cells_ran(page, timeout_s: float = 180) -> list[str]:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ridematch_nb.bench_harness import isolated
+from ridematch_nb.bench.harness import isolated
 
 KEPT: list[bytes] = []
 

@@ -1,6 +1,6 @@
 """The offline bench's arithmetic: how the figures grew from one lake to a larger one."""
 
-from ridematch_nb.bench_offline import _growth, table
+from ridematch_nb.bench.offline import _growth, table
 
 
 def _result(offers, updates, limit_s, store_s, peak):

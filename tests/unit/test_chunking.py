@@ -10,10 +10,10 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from ridematch_nb.chunking import MAX_LATE_S, Chunker, Records
-from ridematch_nb.columnar import decode_batch
-from ridematch_nb.events import encode
-from ridematch_nb.sim import WorldParams, simulate
+from ridematch_nb.contract.decoder import decode_batch
+from ridematch_nb.contract.events import encode
+from ridematch_nb.lake.chunking import MAX_LATE_S, Chunker, Records
+from ridematch_nb.sim.world import WorldParams, simulate
 
 PARTITION = 2
 

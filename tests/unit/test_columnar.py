@@ -5,9 +5,10 @@ import random
 import numpy as np
 import pytest
 
-from ridematch_nb.columnar import LANDED, ROW, decode_batch, to_table
-from ridematch_nb.events import SCHEMAS, InvalidEvent, decode, encode, parse_ts
-from ridematch_nb.sim import WorldParams, simulate
+from ridematch_nb.contract.columnar import LANDED, ROW, to_table
+from ridematch_nb.contract.decoder import decode_batch
+from ridematch_nb.contract.events import SCHEMAS, InvalidEvent, decode, encode, parse_ts
+from ridematch_nb.sim.world import WorldParams, simulate
 from tests.helpers.samples import GOOD_DRIVER_UPDATE as GOOD
 
 

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ridematch_nb import dispatch, sim
 from ridematch_nb.config import ParameterError
-from ridematch_nb.sim import World, WorldParams
+from ridematch_nb.geo import distance_km
+from ridematch_nb.model import dispatch
+from ridematch_nb.sim import dispatch as sim_dispatch
+from ridematch_nb.sim.world import World, WorldParams
 
 SMALL = {"n_drivers": 200, "n_riders": 400, "request_rate": 0.03, "start": "2026-10-05T11:00:00Z"}
 
@@ -32,13 +34,13 @@ def test_the_model_policy_sees_what_drivers_last_reported_and_skips_expired_stat
     candidates = np.array([3, 4, 5])
     world.rep_rate[candidates] = [0.2, 0.9, 0.95]
     world.rep_t[candidates] = [world.t, world.t, world.t - 1801]  # 5's state has expired
-    request = sim.Request("r", "rider_1", [40.75, -73.98], [40.70, -74.0], 1, world.t)
+    request = sim_dispatch.Request("r", "rider_1", [40.75, -73.98], [40.70, -74.0], 1, world.t)
     model = ScoresByReportedRate()
     policy = dispatch.model_policy(model, state_ttl_s=1800)
     assert policy(world, request, candidates, np.array([1.0, 2.0, 0.5])) == 1
     # pickup from the reported position, not the true one
     seen = model.seen[-1]
-    expected = sim.distance_km(world.rep_lat[candidates], world.rep_lon[candidates], 40.75, -73.98)
+    expected = distance_km(world.rep_lat[candidates], world.rep_lon[candidates], 40.75, -73.98)
     assert np.allclose(seen["pickup_km"], expected)
 
 
@@ -47,13 +49,14 @@ def test_a_replay_counts_the_window_only_and_every_policy_sees_the_same_requests
     world = dispatch.warm_up(params, World(params).t + 1800)
     before = world.log.requests
     results = {
-        p: dispatch.replay(world, fn, 7, 1200) for p, fn in (("n", sim.nearest), ("o", sim.oracle))
+        p: dispatch.replay(world, fn, 7, 1200)
+        for p, fn in (("n", sim_dispatch.nearest), ("o", sim_dispatch.oracle))
     }
     assert results["n"]["requests"] == results["o"]["requests"] > 20
     assert world.log.requests == before  # the warm world itself is left as it was
-    again = dispatch.replay(world, sim.nearest, 7, 1200)
+    again = dispatch.replay(world, sim_dispatch.nearest, 7, 1200)
     assert again == results["n"]  # a replay is deterministic
-    assert dispatch.replay(world, sim.nearest, 8, 1200) != again  # and the seed matters
+    assert dispatch.replay(world, sim_dispatch.nearest, 8, 1200) != again  # and the seed matters
 
 
 def test_plan_starts_at_the_end_of_the_training_data_and_names_wrong_parameters():

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ridematch_nb import offline
 from ridematch_nb.config import load_settings
+from ridematch_nb.features import offline
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "s3cret"}
@@ -98,7 +98,7 @@ def test_the_spark_profile_gives_the_views_a_spark_source_breaking_ties_by_kafka
     from feast import FeatureView, FileSource, PushSource
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
-    from ridematch_nb import features
+    from ridematch_nb.features import store as features
 
     objects = features.repo_objects(spark_settings())
     views = [o for o in objects if isinstance(o, FeatureView)]
@@ -119,7 +119,7 @@ def test_the_spark_profile_gives_the_views_a_spark_source_breaking_ties_by_kafka
 def test_the_local_profile_keeps_its_file_source_and_glob():
     from feast import FeatureView, FileSource
 
-    from ridematch_nb import features
+    from ridematch_nb.features import store as features
 
     settings = load_settings("params/local.yaml", env=ENV)
     for view in (o for o in features.repo_objects(settings) if isinstance(o, FeatureView)):

@@ -3,8 +3,8 @@ from datetime import datetime
 
 import pytest
 
-from ridematch_nb.columnar import to_frames
-from ridematch_nb.events import (
+from ridematch_nb.contract.decoder import to_frames
+from ridematch_nb.contract.events import (
     SCHEMAS,
     SEED_EXAMPLES,
     InvalidEvent,
@@ -13,7 +13,7 @@ from ridematch_nb.events import (
     key_of,
     validate,
 )
-from ridematch_nb.sim import WorldParams, simulate
+from ridematch_nb.sim.world import WorldParams, simulate
 from tests.helpers.samples import GOOD_DRIVER_UPDATE
 
 SEED_TS = "%Y-%m-%dT%H:%M:%SZ"

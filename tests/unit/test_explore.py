@@ -3,11 +3,11 @@
 import pandas as pd
 import pytest
 
-from ridematch_nb.columnar import to_frames
-from ridematch_nb.events import encode
-from ridematch_nb.explore import Explorer, events_table, select
-from ridematch_nb.sim import World, WorldParams
-from ridematch_nb.watch import area_of
+from ridematch_nb.contract.decoder import to_frames
+from ridematch_nb.contract.events import encode
+from ridematch_nb.sim.world import World, WorldParams
+from ridematch_nb.views.explore import Explorer, events_table, select
+from ridematch_nb.views.watch import area_of
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_the_charts_show_exactly_what_the_controls_select(frames):
 def test_a_capped_read_is_charted_up_to_where_every_partition_got():
     from collections import namedtuple
 
-    from ridematch_nb.explore import sample_end, until
+    from ridematch_nb.views.explore import sample_end, until
 
     world = World(WorldParams(seed=5, n_drivers=30, n_riders=60, request_rate=1.0))
     events = [e for _ in range(900) for e in world.step()]

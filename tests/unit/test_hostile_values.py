@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ridematch_nb.columnar import decode_batch, to_frames
-from ridematch_nb.events import InvalidEvent, decode, encode
-from ridematch_nb.kafka_io import pretty
-from ridematch_nb.online import _newest_driver_states
-from ridematch_nb.sim import WorldParams, simulate
+from ridematch_nb.contract.decoder import decode_batch, to_frames
+from ridematch_nb.contract.events import InvalidEvent, decode, encode
+from ridematch_nb.features.online import _newest_driver_states
+from ridematch_nb.sim.world import WorldParams, simulate
+from ridematch_nb.stream.topics import pretty
 from tests.helpers.hostile import ACCEPTED, HOSTILE
 
 Record = namedtuple("Record", "partition offset key value timestamp")
@@ -66,12 +66,12 @@ def test_batch_decoder_rejects_the_corpus_amid_valid_events_and_lands_the_rest(v
 
 
 def test_batch_decoder_never_raises_when_its_fast_path_fails(valid, monkeypatch):
-    import ridematch_nb.columnar as columnar
+    import ridematch_nb.contract.decoder as decoder
 
     def broken(*_):
         raise MemoryError("simulated failure inside the fast path")
 
-    monkeypatch.setattr(columnar, "_typed_tables", broken)
+    monkeypatch.setattr(decoder, "_typed_tables", broken)
     values = [*valid[:50], HOSTILE["deep_array"][0]]
     got = decode_batch(values)
     assert [reason for _, reason, _ in got.rejected] == ["too_deep"]

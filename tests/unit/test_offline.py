@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ridematch_nb import offline
 from ridematch_nb.config import ConfigError, load_settings
+from ridematch_nb.features import offline
 
 ENV = {"AWS_ACCESS_KEY_ID": "k'ey", "AWS_SECRET_ACCESS_KEY": "s3cret"}
 
@@ -23,7 +23,10 @@ def profile(tmp_path: Path, feast: str = "") -> Path:
 def test_the_default_is_the_asof_duckdb_store_breaking_ties_by_kafka_order(tmp_path):
     settings = load_settings(profile(tmp_path), env=ENV)
     configs = offline.store_configs(settings)
-    assert configs["offline_store"]["type"] == "ridematch_nb.asof_store.AsofDuckDBOfflineStore"
+    assert (
+        configs["offline_store"]["type"]
+        == "ridematch_nb.features.asof_store.AsofDuckDBOfflineStore"
+    )
     assert configs["offline_store"]["tie_break"] == ["kafka_partition", "kafka_offset"]
     assert configs["batch_engine"] == {"type": "local"}
 

@@ -12,8 +12,9 @@ from ridematch_nb.config import (
     redis_url_with_password,
     with_stack_redis_password,
 )
-from ridematch_nb.kafka_io import TopicResetError, delete_topic
-from ridematch_nb.storage import Lake, S3Unavailable
+from ridematch_nb.lake.storage import Lake, S3Unavailable
+from ridematch_nb.stream.kafka_io import TopicResetError
+from ridematch_nb.stream.topics import delete_topic
 
 
 @pytest.fixture

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from ridematch_nb import sim
-from ridematch_nb.events import encode, key_of, parse_ts
-from ridematch_nb.sim import DEMAND, World, WorldParams, simulate
+from ridematch_nb.contract.events import encode, key_of, parse_ts
+from ridematch_nb.geo import distance_km
+from ridematch_nb.sim import dispatch as sim_dispatch
+from ridematch_nb.sim import drivers
+from ridematch_nb.sim.city import DEMAND
+from ridematch_nb.sim.world import World, WorldParams, simulate
 
 SMALL = {"n_drivers": 120, "n_riders": 400, "start": "2026-10-05T11:00:00Z"}
 
@@ -36,7 +39,7 @@ def test_a_wrong_parameter_names_itself():
 def morning(request):
     """Three busy hours with a short stats window, so the window's edge is exercised."""
     mp = pytest.MonkeyPatch()
-    mp.setattr(sim, "WINDOW_S", 3600)
+    mp.setattr(drivers, "WINDOW_S", 3600)
     params = WorldParams(seed=11, n_drivers=300, n_riders=1500, start="2026-10-05T11:00:00Z")
     events = list(simulate(params, 3.0))
     mp.undo()
@@ -138,7 +141,7 @@ def test_policies_share_the_demand_and_each_offers_coin():
     same seconds, and a driver offered the same request from the same place gives the same
     answer (its coins are the offer's own; the place may differ with the policy)."""
     params = WorldParams(seed=3, **SMALL)
-    near, best = _run(World(params), 3600), _run(World(params, policy=sim.oracle), 3600)
+    near, best = _run(World(params), 3600), _run(World(params, policy=sim_dispatch.oracle), 3600)
 
     def requests(events):
         return [e for e in events if e["event_type"] == "rider_request"]
@@ -164,14 +167,14 @@ def test_policies_share_the_demand_and_each_offers_coin():
 def test_each_policy_offers_to_the_candidate_it_should():
     """nearest: the smallest true pickup distance; oracle: the highest true acceptance
     probability; each among free idle drivers within the radius not yet asked."""
-    for policy, best in ((sim.nearest, "km"), (sim.oracle, "p")):
+    for policy, best in ((sim_dispatch.nearest, "km"), (sim_dispatch.oracle, "p")):
         seen = []
 
         def watch(world, request, candidates, km, policy=policy, seen=seen, best=best):
             j = policy(world, request, candidates, km)
-            trip = float(sim.distance_km(*request.origin, *request.dest))
-            p = sim.accept_probability(world.propensity[candidates], km, world.hour, trip)
-            assert ((world.status[candidates] == sim.IDLE) & ~world.held[candidates]).all()
+            trip = float(distance_km(*request.origin, *request.dest))
+            p = drivers.accept_probability(world.propensity[candidates], km, world.hour, trip)
+            assert ((world.status[candidates] == drivers.IDLE) & ~world.held[candidates]).all()
             assert (km <= world.p.dispatch_radius_km).all()
             seen.append(j == (np.argmin(km) if best == "km" else np.argmax(p)))
             return j

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from ridematch_nb.events import SEED_EXAMPLES, encode
-from ridematch_nb.watch import (
+from ridematch_nb.contract.events import SEED_EXAMPLES, encode
+from ridematch_nb.views.watch import (
     HISTORY_S,
     HOT_SPOTS,
     MAX_OFFERS,

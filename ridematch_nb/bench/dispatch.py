@@ -1,0 +1,70 @@
+"""The dispatch replay at a size the demo cannot afford: more seeds, longer windows.
+
+    python -m ridematch_nb bench --dispatch [--run <run folder>] [--seeds 10] [--window-hours 0]
+
+Takes a chain run (default: the newest under outputs/runs/ with 01's record and 05's
+model), replays its held-out period under each policy as notebook 07 does, prints the
+policies table (mean and standard deviation over the seeds) with the time it took, and
+writes every run's figures to outputs/bench/<timestamp>-dispatch.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+from ridematch_nb.bench.stages import BENCH_DIR, machine
+from ridematch_nb.config import ConfigError, Settings
+from ridematch_nb.features import store as features
+from ridematch_nb.model import dispatch, training
+from ridematch_nb.runs import RUNS_DIR, load_record
+
+
+def newest_run(runs_dir: Path = RUNS_DIR) -> Path:
+    """The newest run folder holding what the replay needs (01's record, 05's model)."""
+    done = [
+        p
+        for p in runs_dir.glob("*")
+        if (p / "01_generate.json").is_file() and (p / "model" / "model_card.json").is_file()
+    ]
+    if not done:
+        raise ConfigError(
+            f"no chain run with 01's record and 05's model under {runs_dir}: run make demo"
+        )
+    return max(done, key=lambda p: p.stat().st_mtime)
+
+
+def run_dispatch_bench(
+    settings: Settings, run: Path | None, seeds: int, window_hours: float
+) -> dict:
+    run = run or newest_run()
+    fs = features.store(settings)
+    trained = training.load(run / "model", fs)
+    plan = dispatch.plan(load_record(run, "01_generate"), trained, seeds, window_hours)
+    ttl = fs.get_feature_view("driver_state").ttl.total_seconds()
+    t0 = time.perf_counter()
+    replays = dispatch.run_replay(plan, trained, ttl, progress=True)
+    seconds = time.perf_counter() - t0
+    table = dispatch.policy_table(replays)
+    print(
+        f"run {run.name}: {len(plan.seeds)} seeds x {plan.window_s / 3600:.2f} h, {seconds:.0f} s"
+    )
+    print(table.round(3).to_string())
+    closed = dispatch.gap_closed(table)
+    print(f"model closes {closed:.2f} of the nearest-to-oracle gap on first-offer acceptance")
+    results = {
+        "machine": machine(),
+        "run": str(run),
+        "seeds": plan.seeds,
+        "hours_replayed": plan.window_s / 3600,
+        "seconds": round(seconds, 1),
+        "gap_closed_first_offer": closed,
+        "policies": table.to_dict(orient="index"),
+        "runs": replays.to_dict(orient="records"),
+    }
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-dispatch.json"
+    path.write_text(json.dumps(results, indent=2, default=float))
+    return {**results, "path": path}

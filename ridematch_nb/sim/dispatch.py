@@ -1,0 +1,228 @@
+"""Riders' requests and dispatch: each request is offered to free idle drivers within a
+radius, one at a time in a policy's order, until one accepts or it runs out of offers;
+``DispatchLog`` counts what happened. Policies: ``nearest`` (as the logged data was
+made) and ``oracle`` (the true acceptance probability); any other can be injected.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ridematch_nb.contract.events import VEHICLES, format_ts
+from ridematch_nb.geo import distance_km
+from ridematch_nb.sim.city import (
+    AIRPORTS,
+    ALL_SPOTS,
+    BUSINESS,
+    NIGHTLIFE,
+    OFFERS,
+    RESIDENTIAL,
+    scatter,
+    speed_kmh,
+    stream,
+)
+from ridematch_nb.sim.drivers import EN_ROUTE, IDLE, Drivers, accept_probability
+
+
+@dataclass
+class Request:
+    request_id: str
+    rider_id: str
+    origin: list
+    dest: list
+    seq: int  # the request's number in the demand stream: keys its offers' randomness
+    at: int  # epoch second it was made
+
+
+@dataclass
+class DispatchLog:
+    """What dispatch did for the requests made from ``since`` on (counted as they resolve)."""
+
+    since: int = 0
+    until: float = math.inf  # requests made from here on are not counted
+    requests: int = 0
+    fulfilled: int = 0
+    first_offers: int = 0
+    first_accepted: int = 0
+    offers_to_fulfilled: int = 0
+    wait_s: int = 0
+    pickup_km: float = 0.0
+    unfulfilled_by_hour: dict = field(default_factory=dict)
+    unfulfilled_by_area: dict = field(default_factory=dict)
+    unfulfilled_declined: int = 0  # of the unfulfilled: offered, every driver said no
+
+    def counts(self, request_at: int) -> bool:
+        return self.since <= request_at < self.until
+
+    def metrics(self) -> dict:
+        """Share fulfilled, first-offer acceptance, offers per fulfilled request, seconds
+        from request to acceptance, pickup km (the last three over fulfilled requests)."""
+        done = max(self.fulfilled, 1)
+        return {
+            "requests": self.requests,
+            "fulfilled": self.fulfilled / max(self.requests, 1),
+            "first_offer_acceptance": self.first_accepted / max(self.first_offers, 1),
+            "offers_per_fulfilled": self.offers_to_fulfilled / done,
+            "seconds_to_acceptance": self.wait_s / done,
+            "pickup_km": self.pickup_km / done,
+        }
+
+
+# A dispatch policy: given the world, the request, its candidates (indices of free idle
+# drivers within the radius, not yet asked) and their true pickup distances, the
+# position in ``candidates`` of the driver to offer next.
+Policy = Callable[[Drivers, Request, np.ndarray, np.ndarray], int]
+
+
+def nearest(world: Drivers, request: Request, candidates: np.ndarray, km: np.ndarray) -> int:
+    return int(np.argmin(km))
+
+
+def oracle(world: Drivers, request: Request, candidates: np.ndarray, km: np.ndarray) -> int:
+    """The true acceptance probability: the best any policy could know."""
+    trip = float(distance_km(*request.origin, *request.dest))
+    p = accept_probability(world.propensity[candidates], km, world.hour, trip)
+    return int(np.argmax(p))
+
+
+class Dispatch(Drivers):
+    """Requests, offers and their outcomes, on the drivers' state; the world sets
+    ``policy``, ``log``, ``seed``, ``demand_rng`` and schedules what this returns."""
+
+    @staticmethod
+    def _uuid(rng: np.random.Generator) -> str:
+        return str(uuid.UUID(bytes=rng.bytes(16), version=4))
+
+    def _trip_points(self, rider: int) -> tuple[np.ndarray, np.ndarray]:
+        hour, rng = self.hour, self.demand_rng
+        home = self.rider_home[rider]
+        if rng.random() < 0.05:
+            airport = scatter(rng, AIRPORTS, 1)[0]
+            return (home, airport) if rng.random() < 0.5 else (airport, home)
+        if 6 <= hour <= 10:
+            return home, scatter(rng, BUSINESS, 1)[0]
+        if 16 <= hour <= 20:
+            return scatter(rng, BUSINESS, 1)[0], home
+        if hour >= 21 or hour <= 3:
+            return scatter(rng, NIGHTLIFE, 1)[0], home
+        everywhere = BUSINESS + NIGHTLIFE + RESIDENTIAL
+        return scatter(rng, everywhere, 1)[0], scatter(rng, everywhere, 1)[0]
+
+    def _rider_request(self) -> tuple[dict, Request]:
+        rider = int(self.demand_rng.integers(0, self.p.n_riders))
+        origin, dest = self._trip_points(rider)
+        event = {
+            "event_type": "rider_request",
+            "request_id": self._uuid(self.demand_rng),
+            "rider_id": f"rider_{rider}",
+            "origin": [round(float(origin[0]), 6), round(float(origin[1]), 6)],
+            "dest": [round(float(dest[0]), 6), round(float(dest[1]), 6)],
+            "timestamp": format_ts(self.t),
+            "pref_vehicle": VEHICLES[self.rider_vehicle[rider]],
+        }
+        self._n_requests += 1
+        request = Request(
+            event["request_id"],
+            event["rider_id"],
+            event["origin"],
+            event["dest"],
+            self._n_requests,
+            self.t,
+        )
+        if self.log.counts(self.t):
+            self.log.requests += 1
+        return event, request
+
+    def _offer(self, request: Request, rank: int, tried: frozenset) -> None:
+        """Offer the request to the free idle driver within the radius, not yet asked, that
+        the policy puts first; count it unfulfilled when there is none."""
+        lat, lon = self.positions()
+        origin, dest = request.origin, request.dest
+        km = distance_km(lat, lon, origin[0], origin[1])
+        free = (self.status == IDLE) & ~self.held & (km <= self.p.dispatch_radius_km)
+        for j in tried:
+            free[j] = False
+        candidates = np.flatnonzero(free)
+        if not len(candidates):
+            self._unfulfilled(request, declined=rank > 1)
+            return
+        i = int(candidates[self.policy(self, request, candidates, km[candidates])])
+        pickup = float(km[i])
+        trip = float(distance_km(origin[0], origin[1], dest[0], dest[1]))
+        p = accept_probability(float(self.propensity[i]), pickup, self.hour, trip)
+        # this offer's own coins: the same driver offered the same request draws the same
+        # answer under any policy
+        coins = stream(self.seed, OFFERS, request.seq, i)
+        response = float(
+            self.resp_mean_ms[i] * math.exp(coins.normal(0, 0.35)) * (1 + 0.08 * pickup)
+        )
+        accepted = bool(coins.random() < p)
+        timeout_ms = self.p.offer_timeout_s * 1000
+        if response >= timeout_ms:
+            accepted, response = False, float(timeout_ms)
+        resolve = self.t + max(1, math.ceil(response / 1000))
+        self.held[i] = True
+        outcome = {
+            "event_type": "offer_outcome",
+            "offer_id": self._uuid(coins),
+            "request_id": request.request_id,
+            "driver_id": self.ids[i],
+            "rider_id": request.rider_id,
+            "offer_rank": rank,
+            "accepted": accepted,
+            "response_ms": round(response),
+            "pickup_km": round(pickup, 4),
+            "driver_lat": round(float(lat[i]), 6),
+            "driver_lon": round(float(lon[i]), 6),
+            "timestamp": format_ts(self.t),
+        }
+        self._schedule(resolve, "resolve", (i, outcome, request, rank, tried | {i}))
+
+    def _unfulfilled(self, request: Request, declined: bool) -> None:
+        if not self.log.counts(request.at):
+            return
+        self.log.unfulfilled_declined += declined
+        hour = self.hour
+        area = min(
+            ALL_SPOTS,
+            key=lambda s: (s[1] - request.origin[0]) ** 2 + (s[2] - request.origin[1]) ** 2,
+        )[0]
+        by_hour, by_area = self.log.unfulfilled_by_hour, self.log.unfulfilled_by_area
+        by_hour[hour] = by_hour.get(hour, 0) + 1
+        by_area[area] = by_area.get(area, 0) + 1
+
+    def _resolve(
+        self, i: int, outcome: dict, request: Request, rank: int, tried, out: list
+    ) -> None:
+        self.held[i] = False
+        out.append(outcome)
+        offered_at = self.t - max(1, math.ceil(outcome["response_ms"] / 1000))
+        acc = int(outcome["accepted"])
+        self.history[i].append((offered_at, acc, outcome["response_ms"]))
+        self.n_offers[i] += 1
+        self.n_accepted[i] += acc
+        self.resp_sum[i] += outcome["response_ms"]
+        log = self.log
+        if log.counts(request.at):
+            if rank == 1:
+                log.first_offers += 1
+                log.first_accepted += acc
+            if acc:
+                log.fulfilled += 1
+                log.offers_to_fulfilled += rank
+                log.wait_s += self.t - request.at
+                log.pickup_km += outcome["pickup_km"]
+        if acc:
+            self.status[i] = EN_ROUTE
+            arrive = self._move(i, request.origin[0], request.origin[1], speed_kmh(self.hour))
+            self._schedule(arrive, "pickup", (i, request))
+            self._report(i, out)
+        elif rank < self.p.max_offers:
+            self._offer(request, rank + 1, tried)
+        else:
+            self._unfulfilled(request, declined=True)
