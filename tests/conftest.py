@@ -25,21 +25,41 @@ GROUPS = {"notebooks": "chain", "ui_browser": "live", "test_live.py": "live"}
 FIRST = ("chain", "live")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the group marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests by folder (so `-m "not integration"` runs the fast set alone) and
     by group; put the long groups first."""
     for item in items:
-        parts = Path(str(item.fspath)).relative_to(TESTS).parts
-        if parts[0] in ("integration", "notebooks"):
-            item.add_marker(getattr(pytest.mark, parts[0]))
-        group = GROUPS.get(parts[0]) or GROUPS.get(parts[-1])
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in ("integration", "notebooks"):
+            item.add_marker(getattr(pytest.mark, folder))
+        group = _group_of(item.path)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=_rank)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """Fail fast when xdist ignored the groups: the chain would then run once per
+    worker against one topic (pytest 9.2 with xdist 3.8 did exactly that)."""
+    root = node.config.rootpath
+    lost = [i for i in ids if "@" not in i and _group_of(root / i.split("::")[0])]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {len(lost)} tests (first: {lost[0]}); "
+            "check the pytest and pytest-xdist pins in pyproject.toml"
+        )
+
+
+def _group_of(path: Path) -> str | None:
+    """The group of a test file, by its folder or its name."""
+    parts = path.resolve().relative_to(TESTS).parts
+    return GROUPS.get(parts[0]) or GROUPS.get(parts[-1])
+
+
 def _rank(item: pytest.Item) -> int:
-    group = next((m.args[0] for m in item.iter_markers("xdist_group")), None)
+    group = _group_of(item.path)
     return FIRST.index(group) if group in FIRST else len(FIRST)
 
 
