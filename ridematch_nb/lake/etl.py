@@ -29,11 +29,11 @@ from operator import attrgetter
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from tqdm.auto import tqdm
 
-from ridematch_nb.config import ETL_GROUP, ParameterError, Settings
+from ridematch_nb.config import ETL_GROUP, ROLL_EVENT_S, ROLL_RECORDS, ParameterError, Settings
 from ridematch_nb.lake.storage import Lake, dataset_prefix, forget_topic_files, pending_key
 from ridematch_nb.lake.writer import WriterProcess
 from ridematch_nb.stream.kafka_io import group_consumer, polls, stop_on_sigterm
@@ -98,8 +98,8 @@ class ETL:
         settings: Settings,
         group: str = ETL_GROUP,
         prefix: str | None = None,
-        roll_records: int = 100_000,
-        roll_event_s: float = 3600.0,
+        roll_records: int = ROLL_RECORDS,
+        roll_event_s: float = ROLL_EVENT_S,
         topic: str | None = None,
     ) -> None:
         if roll_records < 1:
@@ -229,6 +229,10 @@ class ETL:
                 return
             except CommitFailedError:
                 raise  # the group moved on: this worker no longer owns the partition
+            except RebalanceInProgressError as exc:
+                # the group is moving: only the next poll() completes the rebalance, so a
+                # retry here cannot succeed, and the partition may not be ours after it
+                raise CommitFailedError(str(exc)) from exc
             except KafkaError as exc:
                 if attempt == attempts:
                     raise
@@ -354,8 +358,8 @@ def run(
     prefix: str | None = None,
     idle_s: float = 5.0,
     max_records: int | None = None,
-    roll_records: int = 100_000,
-    roll_event_s: float = 3600.0,
+    roll_records: int = ROLL_RECORDS,
+    roll_event_s: float = ROLL_EVENT_S,
     topic: str | None = None,
     progress: bool = True,
 ) -> ETLSummary:
