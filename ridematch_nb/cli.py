@@ -7,9 +7,13 @@ import logging
 import signal
 import sys
 
+from ridematch_nb import quiet_third_party_warnings
 from ridematch_nb.config import (
     ETL_GROUP,
+    PARTITIONS,
     PUSH_GROUP,
+    ROLL_EVENT_S,
+    ROLL_RECORDS,
     ConfigError,
     ParameterError,
     load_settings,
@@ -223,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--request-rate", type=float, default=world.request_rate, help="mean requests per tick"
     )
-    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--partitions", type=int, default=PARTITIONS)
     p.add_argument(
         "--keep-topic", action="store_true", help="backfill: append instead of recreating the topic"
     )
@@ -252,11 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--idle-s", type=float, default=5.0, help="drain: quiet seconds before stopping")
     p.add_argument("--max-records", type=int, default=0, help="stop after this many (0: no bound)")
-    p.add_argument("--roll-records", type=int, default=100_000, help="records per file chunk")
+    p.add_argument("--roll-records", type=int, default=ROLL_RECORDS, help="records per file chunk")
     p.add_argument(
         "--roll-event-s",
         type=float,
-        default=3600.0,
+        default=ROLL_EVENT_S,
         help="event-time window (aligned to the clock) that closes a chunk",
     )
     p.set_defaults(func=_cmd_etl)
@@ -322,6 +326,7 @@ def tie_to(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.tied_to is not None:

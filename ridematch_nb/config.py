@@ -39,6 +39,10 @@ SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # The consumer groups of the pipeline's two consumers of the topic.
 ETL_GROUP = "ridematch-etl"
 PUSH_GROUP = "ridematch-online-push"
+# Defaults the generator, the ETL, their CLI commands and notebooks share (one place).
+PARTITIONS = 6  # of the topic when the generator creates it
+ROLL_RECORDS = 100_000  # records of one partition per ETL chunk
+ROLL_EVENT_S = 3600.0  # event-time window (from the hour) that also closes a chunk
 # The embedded stack's Redis password, kept in the secrets file beside the S3 keys.
 REDIS_PASSWORD_KEY = "RIDEMATCH_REDIS_PASSWORD"
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
-from ridematch_nb.config import ParameterError, Settings
+from ridematch_nb.config import PARTITIONS, ParameterError, Settings
 from ridematch_nb.contract.events import encode, format_ts, key_of
 from ridematch_nb.sim.world import World, WorldParams
 from ridematch_nb.stream.kafka_io import BACKFILL_TUNING, Delivery, Publisher, connect_producer
@@ -157,7 +157,7 @@ def backfill(
     settings: Settings,
     params: WorldParams,
     hours: float,
-    partitions: int = 6,
+    partitions: int = PARTITIONS,
     reset_topic: bool = True,
     topic: str | None = None,
     progress: bool = True,
@@ -221,7 +221,7 @@ def run(
     mode: str = "backfill",
     hours: float = 24.0,
     seconds: float | None = None,
-    partitions: int = 6,
+    partitions: int = PARTITIONS,
     reset_topic: bool = True,
 ) -> GenerateSummary:
     """The generator in one of its two modes (the notebook's and CLI's entry point)."""
@@ -244,7 +244,7 @@ def realtime(
     settings: Settings,
     params: WorldParams,
     seconds: float | None = None,
-    partitions: int = 6,
+    partitions: int = PARTITIONS,
     topic: str | None = None,
     say: Callable[[str], None] = print,
     every: int = 10,

@@ -1,11 +1,15 @@
 """Every stage notebook is committed clean and accepts what the params files give it."""
 
+import ast
+import dataclasses
 import json
 
 import pytest
 
+from ridematch_nb import config
 from ridematch_nb.config import PROJECT_ROOT, read_params
 from ridematch_nb.pipeline import COMMON_PARAMS, discover, notebook_parameters
+from ridematch_nb.sim.world import WorldParams
 
 NOTEBOOKS = discover()
 # every notebook, the live one outside the chain included, is committed clean
@@ -36,6 +40,42 @@ def test_notebook_is_clean_with_one_parameters_cell_and_kernel_python3(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_takes_the_common_parameters(path):
     assert set(COMMON_PARAMS) <= set(notebook_parameters(path))
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_parameter_is_read_after_the_parameters_cell(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    at = next(i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", []))
+    later = ast.parse("\n".join("".join(c["source"]) for c in code[at + 1 :]))
+    read = {n.id for n in ast.walk(later) if isinstance(n, ast.Name)}
+    unused = set(notebook_parameters(path)) - read
+    assert not unused, f"{path.name}: parameters never used: {sorted(unused)}"
+
+
+def test_the_live_notebook_takes_the_common_parameters_and_runs_until_stopped():
+    params = notebook_parameters(PROJECT_ROOT / "notebooks" / "watch_live.ipynb")
+    assert set(COMMON_PARAMS) <= set(params)
+    assert ast.literal_eval(params["duration_s"]["default"]) == 0.0
+
+
+# Defaults a notebook shares with the package: written once there, the notebook must agree.
+SHARED_DEFAULTS = [
+    ("01_generate", "partitions", config.PARTITIONS),
+    ("03_etl", "group", config.ETL_GROUP),
+    ("03_etl", "roll_records", config.ROLL_RECORDS),
+    ("03_etl", "roll_event_s", config.ROLL_EVENT_S),
+] + [
+    ("01_generate", f.name, f.default)
+    for f in dataclasses.fields(WorldParams)
+    if f.name in notebook_parameters(PROJECT_ROOT / "notebooks" / "01_generate.ipynb")
+]
+
+
+@pytest.mark.parametrize("stem, name, value", SHARED_DEFAULTS, ids=lambda v: str(v))
+def test_a_notebook_parameters_default_is_the_packages(stem, name, value):
+    params = notebook_parameters(PROJECT_ROOT / "notebooks" / f"{stem}.ipynb")
+    assert ast.literal_eval(params[name]["default"]) == value
 
 
 @pytest.mark.parametrize("params_file", PARAMS_FILES, ids=lambda p: p.name)
