@@ -53,12 +53,13 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from ibis.expr import datatypes as dt
 from pydantic import Field, StrictStr
 
-STORE_TYPE = "ridematch_nb.features.asof_store.AsofDuckDBOfflineStore"
+from ridematch_nb.features.offline import ASOF_STORE as STORE_TYPE
+
 UTC_TIME = dt.Timestamp(timezone="UTC")
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
-    """``type: ridematch_nb.features.asof_store.AsofDuckDBOfflineStore`` in feature_store.yaml."""
+    """The store's options; its ``type`` is the dotted path the settings hand Feast."""
 
     type: StrictStr = STORE_TYPE
     # Columns of the sources that order rows with equal event timestamps: the last wins.

@@ -34,6 +34,7 @@ import yaml
 
 from ridematch_nb.config import ConfigError, Settings, resolve_path
 
+# Feast loads a store by dotted path; asof_store's config takes its type from here.
 ASOF_STORE = "ridematch_nb.features.asof_store.AsofDuckDBOfflineStore"
 # Rows of a driver at the same second: the one produced last (Kafka order) is the value.
 DEFAULT_OFFLINE_STORE = {"type": ASOF_STORE, "tie_break": ["kafka_partition", "kafka_offset"]}

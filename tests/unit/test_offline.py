@@ -31,6 +31,15 @@ def test_the_default_is_the_asof_duckdb_store_breaking_ties_by_kafka_order(tmp_p
     assert configs["batch_engine"] == {"type": "local"}
 
 
+def test_the_asof_store_path_names_the_class_feast_will_import():
+    from feast.repo_config import get_offline_config_from_type  # what Feast does with it
+
+    from ridematch_nb.features.asof_store import AsofDuckDBOfflineStoreConfig
+
+    assert get_offline_config_from_type(offline.ASOF_STORE) is AsofDuckDBOfflineStoreConfig
+    assert AsofDuckDBOfflineStoreConfig().type == offline.ASOF_STORE
+
+
 def test_feature_store_yaml_gets_the_profiles_store_as_one_line_yaml(tmp_path):
     feast = "feast:\n  offline_store: {type: ray, ray_address: 'ray://head:10001'}\n"
     settings = load_settings(profile(tmp_path, feast), env=ENV)
