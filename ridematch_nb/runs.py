@@ -25,6 +25,12 @@ def run_folder(run_dir: str | Path = "") -> Path:
     return path
 
 
+def model_folder(run_dir: str | Path = "", model_dir: str | Path = "") -> Path:
+    """Where 05_train saved the model that 06 and 07 load: the given folder, else the
+    run folder's model/."""
+    return resolve_path(model_dir) if str(model_dir) else run_folder(run_dir) / "model"
+
+
 def record(run_dir: str | Path, notebook: str, figures: dict[str, Any]) -> Path:
     """Write a notebook's key figures as JSON beside its executed copy."""
     path = run_folder(run_dir) / f"{notebook}.json"

@@ -19,7 +19,7 @@ from ridematch_nb.bench.stages import BENCH_DIR, machine
 from ridematch_nb.config import ConfigError, Settings
 from ridematch_nb.features import store as features
 from ridematch_nb.model import dispatch, training
-from ridematch_nb.runs import RUNS_DIR, load_record
+from ridematch_nb.runs import RUNS_DIR, load_record, model_folder
 
 
 def newest_run(runs_dir: Path = RUNS_DIR) -> Path:
@@ -41,7 +41,7 @@ def run_dispatch_bench(
 ) -> dict:
     run = run or newest_run()
     fs = features.store(settings)
-    trained = training.load(run / "model", fs)
+    trained = training.load(model_folder(run), fs)
     plan = dispatch.plan(load_record(run, "01_generate"), trained, seeds, window_hours)
     ttl = fs.get_feature_view("driver_state").ttl.total_seconds()
     t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """The notebook chain with params/ci.yaml on the real stack; assertions on recorded figures."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -9,11 +10,20 @@ import pandas as pd
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT, read_env_file, read_params, resolve_path
-from ridematch_nb.pipeline import discover, run_chain
+from ridematch_nb.pipeline import discover, notebook_parameters, run_chain
 from ridematch_nb.runs import load_record
 from tests.conftest import TEST_PARAMS
 
 CI = read_params(TEST_PARAMS)["notebooks"]
+
+
+def param(stem: str, name: str):
+    """What the chain ran a notebook with: the profile's value, else the notebook's default."""
+    given = CI.get(stem, {})
+    if name in given:
+        return given[name]
+    nb = PROJECT_ROOT / "notebooks" / f"{stem}.ipynb"
+    return ast.literal_eval(notebook_parameters(nb)[name]["default"])
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +108,18 @@ def test_model_beats_the_nearest_driver_by_a_margin_learned_from_the_truth(chain
     rows = training.training_set(
         features.store(settings), training.offers_with_requests(settings), features.FEATURE_SERVICE
     )
-    _, test, _ = training.split_by_time(rows, 0.25)
+    _, test, _ = training.split_by_time(rows, param("05_train", "test_share"))
     assert len(test) == rec["test_rows"]
     nearest = -test["pickup_km"].to_numpy()
     assert roc_auc_score(test["accepted"], nearest) == pytest.approx(rec["nearest_auc"], abs=1e-4)
 
     world = World(
-        WorldParams(seed=42, n_drivers=p["n_drivers"], n_riders=p["n_riders"], start=p["start"])
+        WorldParams(
+            seed=param("01_generate", "seed"),
+            n_drivers=p["n_drivers"],
+            n_riders=p["n_riders"],
+            start=p["start"],
+        )
     )
     true_pickup = test["offer_pickup_km"].to_numpy()  # the simulator's own, not the store's
     trip = distance_km(test["origin_lat"], test["origin_lon"], test["dest_lat"], test["dest_lon"])
@@ -124,7 +139,8 @@ def test_model_beats_the_nearest_driver_by_a_margin_learned_from_the_truth(chain
 
 def test_match_serves_ranked_idle_drivers_with_no_offline_online_skew(chain):
     rec = load_record(chain.run_dir, "06_match")
-    assert rec["requests"] == 300 and 0 < rec["matched"] <= rec["requests"]
+    assert rec["requests"] == param("06_match", "n_requests")
+    assert 0 < rec["matched"] <= rec["requests"]
     assert rec["skew_checked"] > 0 and rec["skew_mismatches"] == 0
     parts = rec["latency_ms"]
     assert set(parts) == {"candidates", "features", "scoring", "total"}
