@@ -28,7 +28,7 @@ from ridematch_nb.config import load_settings
 from ridematch_nb.features import offline
 from ridematch_nb.features import store as features
 from ridematch_nb.stack.control import LocalStack
-from tests.integration.test_offline_store import STATE, STATS, TTL, crafted_updates, land
+from tests.helpers.crafted_lake import STATE, STATS, TTL, crafted_updates, land
 
 
 def check(fs, settings, drivers: list[str]) -> dict:

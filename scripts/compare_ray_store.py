@@ -30,7 +30,7 @@ from ridematch_nb.config import load_settings
 from ridematch_nb.features import offline
 from ridematch_nb.features import store as features
 from ridematch_nb.stack.control import LocalStack
-from tests.integration.test_offline_store import (
+from tests.helpers.crafted_lake import (
     STATE,
     STATS,
     TTL,
@@ -81,14 +81,8 @@ def compare(got: pd.DataFrame, rule: pd.DataFrame, no_ttl: pd.DataFrame) -> dict
 
 def references(updates: pd.DataFrame, entities: pd.DataFrame) -> tuple:
     """Feast's rule (the test's reference) and the same join with no TTL at all."""
-    rule = reference(updates, entities)
-    saved = dict(TTL)
-    TTL.update({k: None for k in TTL})  # merge_asof's tolerance=None: no limit
-    try:
-        no_ttl = reference(updates, entities)
-    finally:
-        TTL.update(saved)
-    return rule, no_ttl
+    no_limit = dict.fromkeys(TTL)  # merge_asof's tolerance=None
+    return reference(updates, entities), reference(updates, entities, ttl=no_limit)
 
 
 def crafted_case(base, kind: str, seed: int, ties: bool):
