@@ -53,10 +53,11 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 test: install lint stack-up
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10 $(PYTEST_ARGS)
 
-test-fast: install
-	$(VENV)/bin/pytest -m "not integration and not notebooks and not browser" $(PYTEST_ARGS)
+# No servers and no system packages: only the venv, the fast set on both cores.
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -n 2 -m "not integration and not notebooks and not browser" $(PYTEST_ARGS)
 
 demo: stack-up
 	$(PY) -m ridematch_nb run --params $(PARAMS)

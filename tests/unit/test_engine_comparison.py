@@ -1,6 +1,6 @@
-"""The engine comparisons of "Beyond one machine" (scripts/compare_*_store.py) and the
-Spark profile, without Ray, Spark or servers: the counting that the README's figures
-come from, and the profile settings the s3a connector found on PyPI can read."""
+"""The engine comparisons of docs/beyond-one-machine.md (scripts/compare_*_store.py) and
+the Spark profile, without Ray, Spark or servers: the counting that its figures come
+from, and the profile settings the s3a connector found on PyPI can read."""
 
 import importlib.util
 import sys
