@@ -1,6 +1,5 @@
 """The notebook chain with params/ci.yaml on the real stack; assertions on recorded figures."""
 
-import ast
 import json
 import subprocess
 import sys
@@ -10,9 +9,10 @@ import pandas as pd
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT, read_env_file, read_params, resolve_path
-from ridematch_nb.pipeline import discover, notebook_parameters, run_chain
+from ridematch_nb.pipeline import discover, run_chain
 from ridematch_nb.runs import load_record
 from tests.conftest import TEST_PARAMS
+from tests.helpers.notebooks import notebook_default
 
 CI = read_params(TEST_PARAMS)["notebooks"]
 
@@ -20,10 +20,7 @@ CI = read_params(TEST_PARAMS)["notebooks"]
 def param(stem: str, name: str):
     """What the chain ran a notebook with: the profile's value, else the notebook's default."""
     given = CI.get(stem, {})
-    if name in given:
-        return given[name]
-    nb = PROJECT_ROOT / "notebooks" / f"{stem}.ipynb"
-    return ast.literal_eval(notebook_parameters(nb)[name]["default"])
+    return given[name] if name in given else notebook_default(stem, name)
 
 
 @pytest.fixture(scope="module")

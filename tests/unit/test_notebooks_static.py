@@ -10,6 +10,7 @@ from ridematch_nb import config
 from ridematch_nb.config import PROJECT_ROOT, read_params
 from ridematch_nb.pipeline import COMMON_PARAMS, discover, notebook_parameters
 from ridematch_nb.sim.world import WorldParams
+from tests.helpers.notebooks import notebook_default
 
 NOTEBOOKS = discover()
 # every notebook, the live one outside the chain included, is committed clean
@@ -37,7 +38,7 @@ def test_notebook_is_clean_with_one_parameters_cell_and_kernel_python3(path):
         assert "os.getcwd" not in src and "127.0.0.1" not in src and "localhost" not in src
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_takes_the_common_parameters(path):
     assert set(COMMON_PARAMS) <= set(notebook_parameters(path))
 
@@ -53,10 +54,8 @@ def test_every_parameter_is_read_after_the_parameters_cell(path):
     assert not unused, f"{path.name}: parameters never used: {sorted(unused)}"
 
 
-def test_the_live_notebook_takes_the_common_parameters_and_runs_until_stopped():
-    params = notebook_parameters(PROJECT_ROOT / "notebooks" / "watch_live.ipynb")
-    assert set(COMMON_PARAMS) <= set(params)
-    assert ast.literal_eval(params["duration_s"]["default"]) == 0.0
+def test_the_live_notebook_runs_until_stopped_by_default():
+    assert notebook_default("watch_live", "duration_s") == 0.0
 
 
 # Defaults a notebook shares with the package: written once there, the notebook must agree.
@@ -74,8 +73,7 @@ SHARED_DEFAULTS = [
 
 @pytest.mark.parametrize("stem, name, value", SHARED_DEFAULTS, ids=lambda v: str(v))
 def test_a_notebook_parameters_default_is_the_packages(stem, name, value):
-    params = notebook_parameters(PROJECT_ROOT / "notebooks" / f"{stem}.ipynb")
-    assert ast.literal_eval(params[name]["default"]) == value
+    assert notebook_default(stem, name) == value
 
 
 @pytest.mark.parametrize("params_file", PARAMS_FILES, ids=lambda p: p.name)
