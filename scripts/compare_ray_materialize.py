@@ -11,7 +11,6 @@ driver's online values are held to its newest lake row (features.verify, as note
 checks). Also counted: drivers whose newest row is within each view's TTL of now.
 """
 
-import os
 import sys
 import time
 import uuid
@@ -20,15 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_ray_store import main, save
+from comparison import (
+    STATE,
+    STATS,
+    TTL,
+    crafted_updates,
+    features,
+    land,
+    main,
+    save,
+    start_with_store_env,
+)
 
 from ridematch_nb.config import load_settings
-from ridematch_nb.features import offline
-from ridematch_nb.features import store as features
 from ridematch_nb.stack.control import LocalStack
-from tests.helpers.crafted_lake import STATE, STATS, TTL, crafted_updates, land
 
 
 def check(fs, settings, drivers: list[str]) -> dict:
@@ -51,6 +57,7 @@ def check(fs, settings, drivers: list[str]) -> dict:
 def run(params: str, out: str) -> dict:
     base = LocalStack(load_settings(params)).settings
     ray_feast = load_settings("params/ray.yaml").feast
+    start_with_store_env(base)  # Ray's engine reads the S3 keys from the environment
     report = {}
     for name, recent in (("shifted to end a minute ago", True), ("as crafted (weeks old)", False)):
         tag = uuid.uuid4().hex[:8]
@@ -76,7 +83,6 @@ def run(params: str, out: str) -> dict:
         features.materialize(fs, settings)
         data["default engine"] = {**check(fs, settings, drivers), "s": time.perf_counter() - t0}
         ray_settings = settings.with_overrides(feast=ray_feast)
-        os.environ.update(offline.feast_store_env(ray_settings))  # Ray's S3 keys
         t0 = time.perf_counter()
         fs = features.apply(ray_settings, f"t_rmr{tag}")
         features.materialize(fs, ray_settings)

@@ -17,17 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_ray_store import compare, crafted_case, main, save
+from comparison import compare, crafted_case, features, main, retrieve, save, start_with_store_env
 
 from ridematch_nb.config import load_settings
-from ridematch_nb.features import offline
-from ridematch_nb.features import store as features
 from ridematch_nb.stack.control import LocalStack
-from tests.helpers.crafted_lake import (
-    retrieve,
-)
 
 # The package's SparkSource names kafka_offset as created timestamp (features.SPARK_CREATED);
 # RIDEMATCH_SPARK_CREATED= runs without one, to show what it is for.
@@ -43,12 +38,11 @@ def spark_settings(settings, spark_params: str = "params/spark.yaml"):
 
 def run(params: str, out: str) -> dict:
     base = LocalStack(load_settings(params)).settings
+    start_with_store_env(base, spark=True)  # s3a's keys; the Python of Spark's workers
     report = {}
     for name, seed, ties in (("no ties", 5, False), ("with ties", 13, True)):
         settings, tag, entities, (rule, no_ttl), data = crafted_case(base, "spark", seed, ties)
         sp = spark_settings(settings)
-        os.environ.update(offline.feast_store_env(sp))  # s3a reads the keys from there
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # spark.engine's workers
         t0 = time.perf_counter()
         got = retrieve(features.apply(sp, f"t_spark{tag}"), entities)
         data["spark"] = {**compare(got, rule, no_ttl), "s": time.perf_counter() - t0}

@@ -14,7 +14,6 @@ swapped by hand: ``features.repo_objects`` gives the Spark profile its SparkSour
 """
 
 import argparse
-import os
 import sys
 import time
 import uuid
@@ -23,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_ray_store import save
+from comparison import features, save, start_with_store_env
 
 from ridematch_nb.config import load_settings
 from ridematch_nb.features import offline
-from ridematch_nb.features import store as features
 from ridematch_nb.lake.storage import read_dataset
 from ridematch_nb.model import training
 
@@ -86,10 +84,7 @@ def timed(fn, *args):
 def run(params: str, spark_params: str, materialize: bool) -> dict:
     base = load_settings(params)
     spark = base.with_overrides(feast=load_settings(spark_params).feast)
-    # This process is the one that exports what Feast's Spark store reads (the keys for
-    # s3a; the Python that Spark's workers start for materialization).
-    os.environ.update(offline.feast_store_env(spark))
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    start_with_store_env(base, spark=True)  # s3a's keys; the Python of Spark's workers
     tag = uuid.uuid4().hex[:6]
     offers = training.offers_with_requests(base)
     report: dict = {"params": params, "offers": len(offers)}

@@ -39,7 +39,7 @@ def frame(state: list, stats: list) -> pd.DataFrame:
 
 
 def test_the_comparison_counts_values_past_the_ttl_apart_from_wrong_ones():
-    compare = script("compare_ray_store").compare
+    compare = script("comparison").compare
     nan = np.nan
     rule = frame([1.0, nan, nan, 4.0], [1.0, 2.0, nan, 4.0])  # Feast's rule: TTL applied
     no_ttl = frame([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])  # the same join, no TTL
@@ -58,7 +58,7 @@ def test_the_comparison_counts_values_past_the_ttl_apart_from_wrong_ones():
 
 
 def test_the_comparison_names_missing_and_repeated_entity_rows():
-    compare = script("compare_ray_store").compare
+    compare = script("comparison").compare
     rule = frame([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     got = pd.concat([rule.iloc[[0, 0, 1]]])  # row 2 lost, row 0 twice
     counts = compare(got, rule, rule)
@@ -199,3 +199,31 @@ def test_the_training_set_comparison_counts_rows_and_values_that_differ():
     assert out["rows_differing"] == 1
     assert out["values_differing_by_column"] == {"lat": 1, "status": 1}
     assert differences(first, first)["rows_differing"] == 0
+
+
+def test_a_comparison_script_starts_again_with_the_keys_instead_of_writing_its_environment(
+    tmp_path,
+):
+    import os
+    import subprocess
+
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "from comparison import start_with_store_env\n"
+        "from ridematch_nb.config import load_settings\n"
+        "s = load_settings('params/ci.yaml').with_overrides(\n"
+        "    aws_access_key_id='key', aws_secret_access_key='s3cret')\n"
+        "print('pid', os.getpid(), os.environ.get('AWS_ACCESS_KEY_ID'), flush=True)\n"
+        "start_with_store_env(s, spark=True)\n"
+        "print('ran', os.environ['AWS_SECRET_ACCESS_KEY'], os.environ['PYSPARK_PYTHON'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYSPARK"))}
+    out = subprocess.run(
+        [sys.executable, str(child)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith(" None") and lines[1].endswith(" key")  # once without, once with
+    assert lines[2] == f"ran s3cret {sys.executable}" and len(lines) == 3
