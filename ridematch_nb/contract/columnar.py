@@ -37,6 +37,8 @@ def landed_schema(event_type: str) -> pa.Schema:
 
 LANDED = {etype: landed_schema(etype) for etype in SCHEMAS}
 LINEAGE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
+# Their names, for the readers: ties at one timestamp break by (partition, offset).
+PARTITION, OFFSET = LINEAGE_COLUMNS = [name for name, _ in LINEAGE]
 # The landed files: the event's typed columns, then where in Kafka the record was.
 SCHEMAS_ARROW = {
     etype: pa.schema([*schema, *(pa.field(n, t) for n, t in LINEAGE)])

@@ -33,11 +33,12 @@ from urllib.parse import urlparse
 import yaml
 
 from ridematch_nb.config import ConfigError, Settings, resolve_path
+from ridematch_nb.contract.columnar import LINEAGE_COLUMNS
 
 # Feast loads a store by dotted path; asof_store's config takes its type from here.
 ASOF_STORE = "ridematch_nb.features.asof_store.AsofDuckDBOfflineStore"
 # Rows of a driver at the same second: the one produced last (Kafka order) is the value.
-DEFAULT_OFFLINE_STORE = {"type": ASOF_STORE, "tie_break": ["kafka_partition", "kafka_offset"]}
+DEFAULT_OFFLINE_STORE = {"type": ASOF_STORE, "tie_break": list(LINEAGE_COLUMNS)}
 DUCKDB_STORES = ("duckdb", ASOF_STORE)
 LAKE_GLOB = "date=*/hour=*/*.parquet"  # the ETL's partitions (ridematch_nb.lake.storage.data_key)
 DEFAULT_BATCH_ENGINE = {"type": "local"}

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ridematch_nb.config import PROJECT_ROOT, Settings
+from ridematch_nb.contract.columnar import LINEAGE_COLUMNS, OFFSET
 from ridematch_nb.features import offline
 from ridematch_nb.features.redis_io import check_redis, redis_client
 from ridematch_nb.lake.storage import Lake, lake_path, read_dataset
@@ -177,7 +178,7 @@ def repo_objects(settings: Settings) -> list:
 # SQL orders by it); without one, Spark returns an entity row once per tied feature row.
 # Each driver's updates live on one Kafka partition, so the offset orders them as the
 # default store's tie_break (kafka_partition, kafka_offset) does.
-SPARK_CREATED = "kafka_offset"
+SPARK_CREATED = OFFSET
 
 
 def spark_source(source):
@@ -283,7 +284,7 @@ def latest_offline(settings: Settings, driver_ids: list[str] | None = None) -> p
     df = read_dataset(settings, "driver_update").to_pandas()
     if driver_ids is not None:
         df = df[df["driver_id"].isin(driver_ids)]
-    df = df.sort_values(["timestamp", "kafka_partition", "kafka_offset"])
+    df = df.sort_values(["timestamp", *LINEAGE_COLUMNS])
     return df.groupby("driver_id").tail(1).set_index("driver_id").sort_index()
 
 

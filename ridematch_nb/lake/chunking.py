@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ridematch_nb.contract.columnar import ROW, with_lineage
+from ridematch_nb.contract.columnar import OFFSET, PARTITION, ROW, with_lineage
 from ridematch_nb.contract.decoder import DecodedBatch
 from ridematch_nb.contract.events import SCHEMAS
 
@@ -50,8 +50,8 @@ class Records:
     def rejected(self, lo: int, hi: int) -> list[dict]:
         return [
             {
-                "kafka_partition": self.partition,
-                "kafka_offset": int(self.offsets[row]),
+                PARTITION: self.partition,
+                OFFSET: int(self.offsets[row]),
                 "kafka_timestamp_ms": self.timestamps[row],
                 "key": self.keys[row],
                 "raw": self.values[row],

@@ -39,6 +39,16 @@ def save(fig: Figure, run_dir: str | Path, name: str) -> None:
     path.with_suffix(".json").write_text(json.dumps(figure_data(fig), default=float))
 
 
+def finish(ax, title: str, legend: dict | None = None, grid: str | None = None, size: int = 10):
+    """One axes' finish, the same on every chart: the title on the left and, when asked,
+    a small legend (``legend`` places it) and a light grid (``grid``: "both", "x", "y")."""
+    ax.set_title(title, fontsize=size, loc="left")
+    if legend is not None:
+        ax.legend(**{"fontsize": 8, **legend})
+    if grid is not None:
+        ax.grid(axis=grid, alpha=0.3)
+
+
 def figure_data(fig: Figure) -> list[dict]:
     """Per axes of a figure: its title, the values of its bars (each bar container), the
     y values of its labelled lines and its texts."""
@@ -80,7 +90,7 @@ def events_over_time(frames: dict[str, pd.DataFrame], freq: str = "1h") -> Figur
             color=COLORS[etype],
         )
         ax.set_ylabel("events")
-        ax.set_title(f"{etype} per {freq}", fontsize=10, loc="left")
+        finish(ax, f"{etype} per {freq}")
     axes[-1].set_xlabel("simulated time (UTC)")
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -147,8 +157,11 @@ def status_mix(frames: dict[str, pd.DataFrame]) -> Figure:
     ax.set_xticks(range(0, 24))
     ax.set_xlim(-0.5, 23.5)
     ax.set_ylabel("share of driver updates")
-    ax.set_title("driver status mix by hour", fontsize=10, loc="left")
-    ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    finish(
+        ax,
+        "driver status mix by hour",
+        legend={"ncol": 4, "loc": "upper center", "bbox_to_anchor": (0.5, -0.18)},
+    )
     fig.tight_layout()
     return fig
 
@@ -199,9 +212,7 @@ def landed_by_hour(counts: dict[str, pd.Series]) -> Figure:
     ax.set_yscale("log")
     ax.set_ylabel("rows (log scale)")
     ax.set_xlabel("event hour (UTC)")
-    ax.set_title("rows landed per event type and hour", fontsize=10, loc="left")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    finish(ax, "rows landed per event type and hour", legend={}, grid="both")
     fig.autofmt_xdate()
     fig.tight_layout()
     return fig
@@ -217,7 +228,7 @@ def rejects(reasons: dict[str, int]) -> Figure:
     else:
         ax.text(0.5, 0.5, "no rejected records", ha="center", va="center", fontsize=12)
         ax.set_axis_off()
-    ax.set_title("rejected by reason", fontsize=10, loc="left")
+    finish(ax, "rejected by reason")
     fig.tight_layout()
     return fig
 
@@ -252,8 +263,7 @@ def roc(test: pd.DataFrame, scores: dict[str, np.ndarray], label: str = "accepte
     ax.plot([0, 1], [0, 1], color="#999999", linestyle=":")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("acceptance: ROC on the held-out period", fontsize=10, loc="left")
-    ax.legend(fontsize=8, loc="lower right")
+    finish(ax, "acceptance: ROC on the held-out period", legend={"loc": "lower right"})
     fig.tight_layout()
     return fig
 
@@ -268,7 +278,7 @@ def calibration(test: pd.DataFrame, prob: np.ndarray, label: str = "accepted") -
     ax.plot(agg["p"], agg["y"], marker="o", color="#4C72B0")
     ax.set_xlabel("predicted probability of acceptance")
     ax.set_ylabel("observed acceptance")
-    ax.set_title("calibration (deciles of the prediction)", fontsize=10, loc="left")
+    finish(ax, "calibration (deciles of the prediction)")
     fig.tight_layout()
     return fig
 
@@ -279,7 +289,7 @@ def importance(names: list[str], means: np.ndarray, stds: np.ndarray) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.barh(np.array(names)[order], means[order], xerr=stds[order], color="#55A868")
     ax.set_xlabel("drop in AUC when shuffled")
-    ax.set_title("feature importance (held-out period)", fontsize=10, loc="left")
+    finish(ax, "feature importance (held-out period)")
     fig.tight_layout()
     return fig
 
@@ -301,9 +311,7 @@ def metric_by_hour(
         ax.plot(list(per_hour), list(per_hour.values()), marker="o", label=name)
     ax.set_xlabel("hour of day (New York)")
     ax.set_ylabel("AUC")
-    ax.set_title("acceptance AUC by hour", fontsize=10, loc="left")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    finish(ax, "acceptance AUC by hour", legend={}, grid="both")
     fig.tight_layout()
     return fig
 
@@ -315,8 +323,7 @@ def latency(timings: pd.DataFrame) -> Figure:
     ax.boxplot([timings[p] for p in parts], tick_labels=parts, orientation="horizontal")
     ax.set_xscale("log")  # the first lookups warm Feast's caches: keep the outliers visible
     ax.set_xlabel("milliseconds (log scale)")
-    ax.set_title("match latency by part", fontsize=10, loc="left")
-    ax.grid(alpha=0.3)
+    finish(ax, "match latency by part", grid="both")
     fig.tight_layout()
     return fig
 
@@ -346,8 +353,7 @@ def dispatch_policies(runs: pd.DataFrame) -> Figure:
         if metric in ("fulfilled", "first_offer_acceptance"):
             ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(v.max() for v in per) + 0.05))
         ax.set_xticks(x, policies)
-        ax.set_title(title, fontsize=9, loc="left")
-        ax.grid(axis="y", alpha=0.3)
+        finish(ax, title, grid="y", size=9)
     fig.suptitle(
         f"dispatch policies on the held-out period ({runs['seed'].nunique()} seeds)",
         fontsize=10,

@@ -2,7 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from ridematch_nb.config import ConfigError, load_settings
+from ridematch_nb.config import (
+    ConfigError,
+    load_settings,
+    redis_url_with_password,
+    with_stack_redis_password,
+)
 
 LOCAL = "params/local.yaml"
 
@@ -115,3 +120,15 @@ def test_endpoint_without_port_is_refused(tmp_path):
 def test_relative_params_path_does_not_depend_on_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_settings(LOCAL, env={}).topic == "ridematch-events"
+
+
+def test_redis_password_goes_into_the_url_and_never_into_its_address():
+    settings = load_settings(LOCAL, env={})  # no password in its URL
+    assert settings.redis_password is None
+    with_pw = with_stack_redis_password(settings, {"RIDEMATCH_REDIS_PASSWORD": "s3cr3t-pw"})
+    assert with_pw.redis_password == "s3cr3t-pw"
+    assert "s3cr3t-pw" not in with_pw.redis_address and "***" in with_pw.redis_address
+    assert with_pw.redis_port == settings.redis_port
+    own = settings.with_overrides(redis_url=redis_url_with_password(settings.redis_url, "mine"))
+    kept = with_stack_redis_password(own, {"RIDEMATCH_REDIS_PASSWORD": "s3cr3t-pw"})
+    assert kept.redis_password == "mine"  # a URL with its own password wins
