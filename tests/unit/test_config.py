@@ -123,8 +123,8 @@ def test_relative_params_path_does_not_depend_on_cwd(tmp_path, monkeypatch):
 
 
 def test_redis_password_goes_into_the_url_and_never_into_its_address():
-    settings = load_settings(LOCAL, env={})  # no password in its URL
-    assert settings.redis_password is None
+    # any Redis without a password in its URL (the profile's may carry the stack's)
+    settings = load_settings(LOCAL, env={}).with_overrides(redis_url="redis://cache.test:6380/0")
     with_pw = with_stack_redis_password(settings, {"RIDEMATCH_REDIS_PASSWORD": "s3cr3t-pw"})
     assert with_pw.redis_password == "s3cr3t-pw"
     assert "s3cr3t-pw" not in with_pw.redis_address and "***" in with_pw.redis_address
