@@ -23,7 +23,9 @@ A profile picks another store Feast supports with a ``feast:`` section, e.g.::
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -175,12 +177,14 @@ def duckdb_connection(lake: LakeAccess, memory_limit: str = DUCKDB_MEMORY_LIMIT)
     """An ibis DuckDB backend that reads the lake's S3 with the packaged httpfs."""
     import ibis
 
+    spill = tempfile.mkdtemp(prefix="ridematch-duckdb-")  # where a big join spills
+    atexit.register(shutil.rmtree, spill, ignore_errors=True)
     con = ibis.duckdb.connect(
         extension_directory=str(extensions_dir()),
         autoinstall_known_extensions=False,
         autoload_known_extensions=True,
         memory_limit=memory_limit,
-        temp_directory=tempfile.mkdtemp(prefix="ridematch-duckdb-"),
+        temp_directory=spill,
         threads=os.cpu_count() or 1,
         # DuckDB runs an ASOF join as a nested loop when it *estimates* the left side
         # below this many rows; after a first ASOF join its estimate can be tiny while

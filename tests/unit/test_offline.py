@@ -87,3 +87,19 @@ def test_the_ray_profile_selects_feasts_ray_store_and_engine_over_the_lakes_fold
     assert offline.lake_files(settings) == ""  # Ray reads the folder; DuckDB alone a glob
     assert env["AWS_ENDPOINT_URL"] == settings.s3_endpoint  # pyarrow in Ray finds our S3
     assert offline.lake_files(load_settings("params/local.yaml", env=ENV)) == offline.LAKE_GLOB
+
+
+def test_a_process_leaves_no_duckdb_spill_folder_behind(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "from ridematch_nb.features import offline\n"
+        "con = offline.duckdb_connection(offline.LakeAccess('http://s3.test:1', 'r', 'k', 's'))\n"
+        "print(con.raw_sql(\"SELECT current_setting('temp_directory')\").fetchone()[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    spill = Path(out.stdout.strip())
+    assert spill.name.startswith("ridematch-duckdb-")  # the connection used one of ours
+    assert not spill.exists()
