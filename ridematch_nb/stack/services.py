@@ -126,6 +126,7 @@ def definitions(settings: Settings) -> list[Service]:
         endpoint=s.s3_endpoint,
         command=[
             str(weed or ""),
+            "-logtostderr",  # into the stack's log of it, not files of its own in /tmp
             "server",
             f"-ip={LOOPBACK}",
             f"-ip.bind={LOOPBACK}",

@@ -1,5 +1,7 @@
 import socket
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,14 @@ def test_every_listening_socket_is_on_loopback(stack):
     for name, addrs in listening.items():
         assert addrs, f"{name} listens nowhere"
         assert all(a.startswith(f"{LOOPBACK}:") for a in addrs), (name, addrs)
+
+
+def test_the_servers_write_their_logs_into_the_stack_folder_alone(stack):
+    pid = stack.pids()["s3"]
+    strays = list(Path(tempfile.gettempdir()).glob(f"weed.*.{pid}"))
+    assert strays == [], "SeaweedFS wrote log files of its own outside .stack/"
+    log = stack.settings.stack.data_dir / "logs" / "s3.log"
+    assert "Start Seaweed" in log.read_text(errors="replace")
 
 
 def test_busy_port_gives_one_clear_error_and_starts_nothing(stack, tmp_path):
