@@ -18,6 +18,21 @@ from ridematch_nb.config import (
     ParameterError,
     load_settings,
 )
+from ridematch_nb.stream.group_timing import OTHER_CLIENTS_GROUP_SETTINGS
+
+# check-events reads each partition itself; a client that joins a consumer group instead
+# (the original project's check_kafka_events.py) needs the settings below on this broker.
+CHECK_EVENTS_EPILOG = f"""\
+Reads every partition directly, outside any consumer group, so it answers at once.
+
+Another client in a consumer group (such as the original project's check_kafka_events.py,
+confluent-kafka with poll(timeout=5.0)): the embedded broker answers a group join only
+after half the session timeout, so with librdkafka's default session.timeout.ms (45000)
+the first records come after ~23 s and a 5 s poll returns nothing. Give the consumer
+
+    {", ".join(f"'{k}': {v}" for k, v in OTHER_CLIENTS_GROUP_SETTINGS.items())}
+
+and its first records come after ~1 s (docs/troubleshooting.md)."""
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -234,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(
-        "check-events", help="print the latest N events of the topic", parents=[common]
+        "check-events",
+        help="print the latest N events of the topic",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=CHECK_EVENTS_EPILOG,
     )
     p.add_argument("n", nargs="?", type=int, default=10)
     p.set_defaults(func=_cmd_check_events)

@@ -1,5 +1,5 @@
-"""The ``bench`` command line: its options (one of the event/online stages, ``--offline``
-or ``--dispatch``) and which bench they run; the benches import only when run."""
+"""The ``bench`` command line: its options (one of the event/online stages, ``--offline``,
+``--dispatch`` or ``--join``) and which bench they run; the benches import only when run."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="instead: replay a run's held-out period under each dispatch policy (after "
         "make demo), with more seeds and a longer window than notebook 07",
     )
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="instead: how long each consumer waits for its first records (group joins on "
+        "the embedded broker), ours and the original project's (confluent-kafka)",
+    )
     p.add_argument("--run", help="with --dispatch: the run folder (default: the newest)")
     p.add_argument("--seeds", type=int, default=10, help="with --dispatch: seeds")
     p.add_argument(
@@ -60,6 +66,12 @@ def run(args: argparse.Namespace, settings_for) -> int:
     """Run the bench ``args`` ask for; ``settings_for(args)`` gives a command's settings."""
     if args.scale and not args.offline:
         raise ParameterError("parameter --scale goes with --offline")
+    if args.join:
+        from ridematch_nb.bench.join import run_join_bench
+
+        results = run_join_bench(settings_for(args), repeat=args.repeat)
+        print(f"results: {results['path']}")
+        return 0
     if args.dispatch:
         from ridematch_nb.bench.dispatch import run_dispatch_bench
 

@@ -16,15 +16,19 @@ import time
 
 import pandas as pd
 import redis
+from kafka.errors import CommitFailedError
 
 from ridematch_nb.config import PUSH_GROUP, Settings
 from ridematch_nb.contract.events import InvalidEvent, decode, parse_ts
 from ridematch_nb.features.redis_io import check_redis, redis_client
 from ridematch_nb.features.store import FEATURE_SERVICE, PUSH_SOURCE, STORE_FEATURES
-from ridematch_nb.stream.kafka_io import group_consumer, polls, stop_on_sigterm
-from ridematch_nb.stream.topics import caught_up
+from ridematch_nb.stream.kafka_io import CONNECT_ATTEMPTS, polls, stop_on_sigterm
+from ridematch_nb.stream.topics import caught_up, reader
 
 log = logging.getLogger(__name__)
+
+# How long the push waits for its topic to appear (started beside the generator).
+TOPIC_WAIT_S = 60.0
 
 
 def index_key(project: str) -> str:
@@ -82,14 +86,25 @@ def stream_to_online(
     topic and push each poll's newest state per driver straight into Redis (and into the
     geo index of idle drivers that matching searches).
 
-    Its own consumer group, so it neither waits for nor disturbs the ETL. Older values
-    never overwrite newer ones online (the store compares event times), so replays and
-    late materializations are harmless. ``drain`` stops when caught up and quiet.
+    It reads every partition itself and commits under a group of its own, without joining
+    it (``topics.reader``: no wait for a join), so it neither waits for nor disturbs the
+    ETL; it waits up to ``TOPIC_WAIT_S`` for the topic to exist. Older values never
+    overwrite newer ones online (the store compares event times), so replays, a second
+    push and late materializations are harmless. ``drain`` stops when caught up and quiet.
     """
     check_redis(settings)
     index = redis_client(settings)
-    consumer = group_consumer(settings, group, topic, from_beginning=from_beginning)
-    counts = {"read": 0, "pushed": 0, "skipped": 0, "rejected": {}}
+    t0 = time.perf_counter()
+    consumer, _ = reader(
+        settings,
+        topic or settings.topic,
+        group=group,
+        from_beginning=from_beginning,
+        wait_s=TOPIC_WAIT_S,
+        attempts=CONNECT_ATTEMPTS,
+    )
+    # first_records_s: from start to the first records (what a group join would delay)
+    counts = {"read": 0, "pushed": 0, "skipped": 0, "rejected": {}, "first_records_s": None}
     quiet_since = time.monotonic()
     try:
         with stop_on_sigterm() as stop:
@@ -101,11 +116,13 @@ def stream_to_online(
                         break
                     continue
                 quiet_since = time.monotonic()
+                if counts["first_records_s"] is None:
+                    counts["first_records_s"] = round(time.perf_counter() - t0, 3)
                 frame = _newest_driver_states(batch, counts)
                 if len(frame):
                     counts["pushed"] += push_driver_updates(fs, frame)
                     update_index(index, fs.project, frame)
-                consumer.commit()
+                _commit(consumer, group)
                 if max_records and counts["read"] >= max_records:
                     break
     except KeyboardInterrupt:
@@ -113,6 +130,16 @@ def stream_to_online(
     finally:
         consumer.close()
     return counts
+
+
+def _commit(consumer, group: str) -> None:
+    """Commit what was pushed. The broker refuses a commit from outside the group while a
+    member it has not yet dropped is in it (a consumer that subscribed under this group
+    and died); the push goes on, since pushing values again later is harmless."""
+    try:
+        consumer.commit()
+    except CommitFailedError as exc:
+        log.warning("push-online: offsets not committed in group %s (%s); going on", group, exc)
 
 
 def _newest_driver_states(batch: dict, counts: dict) -> pd.DataFrame:

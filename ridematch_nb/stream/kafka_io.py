@@ -28,13 +28,11 @@ from tenacity import (
 )
 
 from ridematch_nb.config import Settings
+from ridematch_nb.stream.group_timing import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPTS = 5
-# Group joins on Tansu wait about half the session timeout; keep it short.
-KAFKA_SESSION_TIMEOUT_MS = 6000
-KAFKA_HEARTBEAT_MS = 2000
 # Measured here: batching decides the producer's rate (defaults gave 12-29k/s).
 PRODUCER_TUNING = {"batch_size": 512 * 1024, "linger_ms": 20}
 # A backfill has no reader waiting for its events, and Tansu keeps one S3 object per

@@ -120,26 +120,45 @@ def reset_group_offsets(settings: Settings, group: str, topic: str, partitions: 
         consumer.close()
 
 
-def reader(settings: Settings, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
-    """A consumer outside any group, assigned every partition of ``topic`` (which must
-    exist), with the pipeline's fetch settings; positions are the caller's to set."""
+def reader(
+    settings: Settings,
+    topic: str,
+    group: str | None = None,
+    from_beginning: bool = False,
+    wait_s: float = 0.0,
+    attempts: int = 1,
+) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    """A consumer assigned every partition of ``topic`` by hand, with the pipeline's fetch
+    settings, waiting up to ``wait_s`` for the topic to exist.
+
+    Without ``group`` its positions are the caller's to set. With one it starts where the
+    group committed (else at the start or the end, ``from_beginning``) and ``commit()``
+    stores its offsets there, outside any generation, which the broker accepts for a group
+    without members: no group join, so no wait for one (a join on the embedded broker
+    takes half the session timeout). One such reader per group: two would both read all.
+    """
     consumer = connect(
         settings,
         lambda: KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
+            group_id=group,
             enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
             bootstrap_timeout_ms=3000,
             **FETCH_TUNING,
         ),
-        attempts=1,
-        backoff_s=0,
+        attempts=attempts,
+        backoff_s=1.0,
     )
-    parts = consumer.partitions_for_topic(topic)
+    deadline = time.monotonic() + wait_s
+    while not (parts := consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     if not parts:
         consumer.close()
         raise UnknownTopicOrPartitionError(
-            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; "
-            "generate events first (notebook 01 or `python -m ridematch_nb generate`)"
+            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}"
+            + (f" (waited {wait_s:g} s)" if wait_s else "")
+            + "; generate events first (notebook 01 or `python -m ridematch_nb generate`)"
         )
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)

@@ -198,6 +198,17 @@ def test_the_stream_push_makes_the_newest_driver_state_readable_online(isolated,
     now = features.online(fs, ["driver_s"])
     assert now["lat"][0] == 40.73 and now["status"][0] == "on_trip"
 
+    # it kept its offsets under its group without joining it: a second push starts there
+    pub = Publisher(connect_producer(settings), topic)
+    pub.send(b"driver_s", encode(update("driver_s", 40, 40.74, status="idle")[0]))
+    pub.flush()
+    pub.close()
+    again = online.stream_to_online(
+        settings, fs, mode="drain", idle_s=1.0, topic=topic, group=f"push-{unique}"
+    )
+    assert again["read"] == 1 and again["first_records_s"] is not None
+    assert features.online(fs, ["driver_s"])["lat"][0] == 40.74
+
 
 def test_two_profiles_in_one_process_keep_apart_and_leave_the_environment_alone(settings, unique):
     """Each store is built from its own settings object: no environment variable is set,

@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from ridematch_nb.lake.storage import s3_client
-from ridematch_nb.stream.kafka_io import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
+from ridematch_nb.stream.group_timing import KAFKA_HEARTBEAT_MS, KAFKA_SESSION_TIMEOUT_MS
 
 
 def _consumer(settings, group, **kw):
