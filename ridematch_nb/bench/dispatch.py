@@ -45,24 +45,29 @@ def run_dispatch_bench(
     plan = dispatch.plan(load_record(run, "01_generate"), trained, seeds, window_hours)
     ttl = fs.get_feature_view("driver_state").ttl.total_seconds()
     t0 = time.perf_counter()
-    replays = dispatch.run_replay(plan, trained, ttl, progress=True)
+    replay = dispatch.run_replay(plan, trained, ttl, progress=True)
     seconds = time.perf_counter() - t0
-    table = dispatch.policy_table(replays)
+    table = dispatch.policy_table(replay.runs)
     print(
         f"run {run.name}: {len(plan.seeds)} seeds x {plan.window_s / 3600:.2f} h, {seconds:.0f} s"
     )
-    print(table.round(3).to_string())
-    closed = dispatch.gap_closed(table)
-    print(f"model closes {closed:.2f} of the nearest-to-oracle gap on first-offer acceptance")
+    print(table[dispatch.METRICS].sort_values("fulfilled", ascending=False).round(3).to_string())
+    print(f"pickup-km weights fitted on the training period: {replay.weights}")
+    best = dispatch.best_heuristic(table)
+    margin = table.at["model", "fulfilled"] - table.at[best, "fulfilled"]
+    print(f"model against the best simple rule ({best}) on fulfilled: {margin:+.4f}")
     results = {
         "machine": machine(),
         "run": str(run),
         "seeds": plan.seeds,
         "hours_replayed": plan.window_s / 3600,
         "seconds": round(seconds, 1),
-        "gap_closed_first_offer": closed,
+        "weights": replay.weights,
+        "best_heuristic": best,
+        "model_minus_best_heuristic_fulfilled": margin,
         "policies": table.to_dict(orient="index"),
-        "runs": replays.to_dict(orient="records"),
+        "runs": replay.runs.to_dict(orient="records"),
+        "fit": replay.fit.to_dict(orient="records"),
     }
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-dispatch.json"

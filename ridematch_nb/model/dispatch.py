@@ -2,15 +2,23 @@
 held-out period once per dispatch policy and measure what riders and drivers got.
 
 The simulator knows the truth, so this is measured, not estimated from logged offers:
-the same world state at the training cut, then the same demand and the same coin for
-every (request, driver) offer under each policy (common random numbers), so what
-differs between the policies' figures comes from the policy alone. Each seed is one
-more draw of the held-out period from that same state, to show the spread.
+the same world state at the training cut, then the same demand, the same coin for
+every (request, driver) offer and the same patience for every rider under each policy
+(common random numbers), so what differs between the policies' figures comes from the
+policy alone. Each seed is one more draw of the held-out period from that same state.
 
-Policies: ``nearest`` (dispatch as the logged data was made), ``model`` (the trained
-model scores the free idle drivers within the radius from what each last reported, as
-the feature store would serve it, through the request-feature function serving uses),
-``oracle`` (the true acceptance probability).
+The objective: **fulfilled**, the share of requests picked up (a driver accepted and the
+rider did not cancel; riders cancel more the longer the pickup's expected wait, so a
+far driver who accepts is worth less than a near one). The pickup's minutes beside it.
+
+Policies, all but the oracle choosing among idle drivers by where they last reported:
+``nearest`` (as the logged data was made); ``accept_rate`` (highest ``accept_rate_7d``
+first); ``tuned`` (logit(``accept_rate_7d``) - w x pickup km); ``model`` (logit(the
+model's acceptance probability) - w x pickup km, from each driver's newest report as
+the store would serve it); ``oracle`` (greedy on the true chance of a pickup, from true
+positions). Each w is fitted on the training period alone (``run_replay``): the last
+``window`` before the cut replayed under each weight of a grid, the one with the most
+fulfilled requests kept.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import copy
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,21 +39,46 @@ from ridematch_nb.model.training import TrainedModel, derived_features
 from ridematch_nb.sim.dispatch import DispatchLog, Policy, Request, nearest, oracle
 from ridematch_nb.sim.world import World, WorldParams
 
-POLICIES = ("nearest", "model", "oracle")
+POLICIES = ("nearest", "accept_rate", "tuned", "model", "oracle")
+# The objective first, then what it costs riders and drivers.
 METRICS = [
     "fulfilled",
+    "cancelled",
     "first_offer_acceptance",
     "offers_per_fulfilled",
     "seconds_to_acceptance",
+    "pickup_min",
     "pickup_km",
 ]
+# Pickup-km weights tried for ``tuned`` and ``model`` on the training period.
+WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
+FIT_SEEDS = (101,)  # apart from the evaluation's seeds 1..n
 
 
-def model_policy(trained: TrainedModel, state_ttl_s: float) -> Policy:
-    """Offer first to the candidate the model scores highest, from each driver's newest
-    report: its position, status and statistics, as the store would serve them. A driver
-    whose newest state is older than the state view's TTL has none served (serving skips
-    such a driver), so it goes last."""
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def accept_rate_policy(world: World, request: Request, candidates, km) -> int:
+    """Highest reported ``accept_rate_7d`` first, however far."""
+    return int(np.argmax(world.rep_rate[candidates]))
+
+
+def tuned_policy(weight: float) -> Policy:
+    """logit(reported ``accept_rate_7d``) minus ``weight`` per pickup km."""
+
+    def choose(world: World, request: Request, candidates, km) -> int:
+        return int(np.argmax(logit(world.rep_rate[candidates]) - weight * km))
+
+    return choose
+
+
+def model_policy(trained: TrainedModel, state_ttl_s: float, weight: float = 0.0) -> Policy:
+    """The model's acceptance probability (as logit) minus ``weight`` per pickup km, from
+    each driver's newest report: its position, status and statistics, as the store would
+    serve them. A driver whose newest state is older than the state view's TTL has none
+    served (serving skips such a driver), so it goes last."""
     statuses = np.array(DRIVER_STATUSES)
 
     def choose(world: World, request: Request, candidates: np.ndarray, km: np.ndarray) -> int:
@@ -61,11 +94,22 @@ def model_policy(trained: TrainedModel, state_ttl_s: float) -> Policy:
             "dest_lon": np.full(len(candidates), request.dest[1]),
         }
         cols.update(derived_features(cols, pd.Timestamp(world.t, unit="s", tz="UTC")))
-        scores = trained.score_columns(cols)
+        scores = logit(trained.score_columns(cols)) - weight * km
         served = world.t - world.rep_t[candidates] <= state_ttl_s
-        return int(np.argmax(np.where(served, scores, -1.0)))
+        return int(np.argmax(np.where(served, scores, -np.inf)))
 
     return choose
+
+
+def policies_for(trained: TrainedModel, state_ttl_s: float, weights: dict) -> dict:
+    """The five policies of the replay, ``tuned`` and ``model`` with their fitted weights."""
+    return {
+        "nearest": nearest,
+        "accept_rate": accept_rate_policy,
+        "tuned": tuned_policy(weights["tuned"]),
+        "model": model_policy(trained, state_ttl_s, weights["model"]),
+        "oracle": oracle,
+    }
 
 
 def warm_up(params: WorldParams, until_epoch: int) -> World:
@@ -119,15 +163,52 @@ def plan(generated: dict, trained: TrainedModel, seeds: int, window_hours: float
 _SHARED: dict = {}
 
 
-def _run(task: tuple[str, int]) -> dict:
+def _run(task: tuple) -> dict:
     from threadpoolctl import threadpool_limits
 
-    name, seed = task
+    key, seed = task
     world, policies, window_s = _SHARED["world"], _SHARED["policies"], _SHARED["window_s"]
+    name, weight = key if isinstance(key, tuple) else (key, None)
     # one scoring thread: a prediction per offer is small, and OpenMP threads spinning
     # on a shared machine made each take a hundred times longer
     with threadpool_limits(1):
-        return {"policy": name, "seed": seed, **replay(world, policies[name], seed, window_s)}
+        metrics = replay(world, policies[key], seed, window_s)
+    return {
+        "policy": name,
+        "seed": seed,
+        **({"weight": weight} if weight is not None else {}),
+        **metrics,
+    }
+
+
+def _run_all(world: World, policies: dict, seeds, window_s: int, workers: int, bar) -> list:
+    """Every policy of ``policies`` under every seed, from ``world``, on ``workers``
+    forked processes (1: in this one)."""
+    tasks = [(key, seed) for seed in seeds for key in policies]
+    _SHARED.update(world=world, policies=policies, window_s=window_s)
+    try:
+        if workers == 1:
+            rows = []
+            for task in tasks:
+                rows.append(_run(task))
+                bar.update()
+            return rows
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(_run, t) for t in tasks]
+            for _ in as_completed(futures):
+                bar.update()
+            return [f.result() for f in futures]
+    finally:
+        _SHARED.clear()
+
+
+@dataclass
+class Replay:
+    runs: pd.DataFrame  # one row per (policy, seed): the figures of METRICS
+    weights: dict  # the pickup-km weight fitted for ``tuned`` and ``model``
+    fit: pd.DataFrame = field(repr=False)  # the fit's runs: (policy, weight, seed)
+    fit_window: tuple = ()  # the training period's window the weights were fitted on
 
 
 def run_replay(
@@ -136,37 +217,39 @@ def run_replay(
     state_ttl_s: float,
     workers: int | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
-    """One row per (policy, seed): the figures of ``METRICS`` and the request count.
-    The world is warmed up once; the runs go to ``workers`` forked processes (default:
-    every core)."""
+) -> Replay:
+    """Fit ``tuned``'s and ``model``'s weights on the window just before the cut (the
+    training period), then replay the held-out window under the five policies. The world
+    is warmed up once (nearest-first, as logged) to the fit's start and on to the cut;
+    the runs go to ``workers`` forked processes (default: every core)."""
     if plan.window_s <= 0 or not plan.seeds:
         raise ParameterError("replay needs window_s > 0 and at least one seed")
-    policies = {"nearest": nearest, "model": model_policy(trained, state_ttl_s), "oracle": oracle}
-    tasks = [(name, seed) for seed in plan.seeds for name in POLICIES]
-    with tqdm(total=len(tasks) + 1, desc="replay", unit="run", disable=not progress) as bar:
-        bar.set_postfix_str("warming up to the cut")
-        world = warm_up(plan.params, plan.cut_epoch)
+    workers = workers or os.cpu_count() or 1
+    begin = int(pd.Timestamp(trained.data_range["from"]).timestamp())
+    fit_start = max(begin, plan.cut_epoch - plan.window_s)
+    fitting = {
+        **{("tuned", w): tuned_policy(w) for w in WEIGHT_GRID},
+        **{("model", w): model_policy(trained, state_ttl_s, w) for w in WEIGHT_GRID},
+    }
+    total = 2 + len(fitting) * len(FIT_SEEDS) + len(POLICIES) * len(plan.seeds)
+    with tqdm(total=total, desc="replay", unit="run", disable=not progress) as bar:
+        bar.set_postfix_str("warming up to the fit's window")
+        world = warm_up(plan.params, fit_start)
+        bar.update()
+        bar.set_postfix_str("fitting the weights on the training period")
+        fit = pd.DataFrame(
+            _run_all(world, fitting, FIT_SEEDS, plan.cut_epoch - fit_start, workers, bar)
+        )
+        mean = fit.groupby(["policy", "weight"])["fulfilled"].mean()
+        weights = {rule: float(mean[rule].idxmax()) for rule in ("tuned", "model")}
+        bar.set_postfix_str("on to the cut")
+        while world.t < plan.cut_epoch:
+            world.step()
         bar.update()
         bar.set_postfix_str("")
-        _SHARED.update(world=world, policies=policies, window_s=plan.window_s)
-        try:
-            workers = workers or os.cpu_count() or 1
-            if workers == 1:
-                rows = []
-                for task in tasks:
-                    rows.append(_run(task))
-                    bar.update()
-            else:
-                context = multiprocessing.get_context("fork")
-                with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                    futures = [pool.submit(_run, t) for t in tasks]
-                    for _ in as_completed(futures):
-                        bar.update()
-                    rows = [f.result() for f in futures]
-        finally:
-            _SHARED.clear()
-    return pd.DataFrame(rows)
+        policies = policies_for(trained, state_ttl_s, weights)
+        runs = pd.DataFrame(_run_all(world, policies, plan.seeds, plan.window_s, workers, bar))
+    return Replay(runs, weights, fit, (fit_start, plan.cut_epoch))
 
 
 def policy_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -176,7 +259,12 @@ def policy_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(list(POLICIES))
 
 
-def gap_closed(table: pd.DataFrame, metric: str = "first_offer_acceptance") -> float:
-    """The share of the nearest-to-oracle gap on ``metric`` the model closes."""
-    near, model, best = (table.at[p, metric] for p in POLICIES)
-    return float((model - near) / (best - near)) if best != near else float("nan")
+def gap_closed(table: pd.DataFrame, metric: str = "fulfilled", base: str = "nearest") -> float:
+    """The share of the ``base``-to-oracle gap on ``metric`` the model closes."""
+    low, model, best = (table.at[p, metric] for p in (base, "model", "oracle"))
+    return float((model - low) / (best - low)) if best != low else float("nan")
+
+
+def best_heuristic(table: pd.DataFrame, metric: str = "fulfilled") -> str:
+    """The simple rule (nearest, accept_rate, tuned) with the highest mean ``metric``."""
+    return str(table.loc[["nearest", "accept_rate", "tuned"], metric].idxmax())

@@ -79,7 +79,7 @@ def speed_kmh(hour: int) -> float:
 
 
 # One stream per purpose, so a policy that changes who is busy cannot shift the demand.
-SETUP, DEMAND_STREAM, REPORTS, OFFERS, MOVES = range(5)
+SETUP, DEMAND_STREAM, REPORTS, OFFERS, MOVES, CANCELS = range(6)
 
 
 def stream(seed: int, purpose: int, *key: int) -> np.random.Generator:

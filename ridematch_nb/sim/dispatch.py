@@ -1,7 +1,10 @@
 """Riders' requests and dispatch: each request is offered to free idle drivers within a
 radius, one at a time in a policy's order, until one accepts or it runs out of offers;
-``DispatchLog`` counts what happened. Policies: ``nearest`` (as the logged data was
-made) and ``oracle`` (the true acceptance probability); any other can be injected.
+once a driver accepts, the rider waits for the pickup, or cancels, more likely the
+longer the pickup's expected time (``cancel_probability``); ``DispatchLog`` counts what
+happened. A policy sees the drivers where they last reported (as serving does);
+``oracle`` alone sees the truth. Policies here: ``nearest`` (as the logged data was
+made) and ``oracle`` (greedy on the true chance of a pickup); any other can be injected.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ridematch_nb.sim.city import (
     AIRPORTS,
     ALL_SPOTS,
     BUSINESS,
+    CANCELS,
     NIGHTLIFE,
     OFFERS,
     RESIDENTIAL,
@@ -39,6 +43,27 @@ class Request:
     at: int  # epoch second it was made
 
 
+# Riders' patience: a matched rider cancels with a logistic chance in the pickup's
+# expected minutes w, 1 / (1 + exp(-(w - 15) / 3)): 2% at 4 min, 9% at 8, 27% at 12, half
+# at 15, 84% at 20 (in the spirit of the KDD Cup 2020 dispatch environment, where the
+# chance rises with the pickup distance). Decided when the driver accepts; the driver
+# is released a minute later (or on arrival, if sooner).
+PATIENCE_MIN, PATIENCE_SPREAD_MIN = 15.0, 3.0
+CANCEL_AFTER_S = 60
+
+
+def cancel_probability(wait_s):
+    """Ground truth: the chance a matched rider cancels, given the pickup's expected
+    seconds (scalars or arrays)."""
+    return 1.0 / (1.0 + np.exp(-(np.asarray(wait_s) / 60.0 - PATIENCE_MIN) / PATIENCE_SPREAD_MIN))
+
+
+def pickup_seconds(km, hour: int):
+    """The pickup's expected seconds: the road distance at the hour's speed (as drivers
+    move), at least a minute."""
+    return np.maximum(60, (np.asarray(km) / speed_kmh(hour) * 3600).astype(int))
+
+
 @dataclass
 class DispatchLog:
     """What dispatch did for the requests made from ``since`` on (counted as they resolve)."""
@@ -46,7 +71,10 @@ class DispatchLog:
     since: int = 0
     until: float = math.inf  # requests made from here on are not counted
     requests: int = 0
-    fulfilled: int = 0
+    matched: int = 0  # a driver accepted
+    cancelled: int = 0  # of the matched, the rider cancelled
+    fulfilled: int = 0  # picked up: matched and not cancelled
+    pickup_wait_s: int = 0  # of the fulfilled: the wait for the driver, from acceptance
     first_offers: int = 0
     first_accepted: int = 0
     offers_to_fulfilled: int = 0
@@ -60,22 +88,27 @@ class DispatchLog:
         return self.since <= request_at < self.until
 
     def metrics(self) -> dict:
-        """Share fulfilled, first-offer acceptance, offers per fulfilled request, seconds
-        from request to acceptance, pickup km (the last three over fulfilled requests)."""
+        """Share fulfilled (picked up: the objective), share of matched rides the rider
+        cancelled, first-offer acceptance, then over fulfilled requests: offers each took,
+        seconds from request to acceptance, minutes waited for the pickup, pickup km."""
         done = max(self.fulfilled, 1)
         return {
             "requests": self.requests,
             "fulfilled": self.fulfilled / max(self.requests, 1),
+            "cancelled": self.cancelled / max(self.matched, 1),
             "first_offer_acceptance": self.first_accepted / max(self.first_offers, 1),
             "offers_per_fulfilled": self.offers_to_fulfilled / done,
             "seconds_to_acceptance": self.wait_s / done,
+            "pickup_min": self.pickup_wait_s / 60 / done,
             "pickup_km": self.pickup_km / done,
         }
 
 
 # A dispatch policy: given the world, the request, its candidates (indices of free idle
-# drivers within the radius, not yet asked) and their true pickup distances, the
-# position in ``candidates`` of the driver to offer next.
+# drivers within the radius, not yet asked) and their pickup distances, the position in
+# ``candidates`` of the driver to offer next. Candidates and distances come from where
+# each driver last reported, as serving sees them; a policy with ``sees_truth`` set
+# gets them from the true positions.
 Policy = Callable[[Drivers, Request, np.ndarray, np.ndarray], int]
 
 
@@ -84,10 +117,16 @@ def nearest(world: Drivers, request: Request, candidates: np.ndarray, km: np.nda
 
 
 def oracle(world: Drivers, request: Request, candidates: np.ndarray, km: np.ndarray) -> int:
-    """The true acceptance probability: the best any policy could know."""
+    """Greedy on the truth: the candidate with the highest true chance of a pickup (it
+    accepts, and its rider then waits), from true positions. No upper bound of any
+    policy's total, since it does not look past this offer."""
     trip = float(distance_km(*request.origin, *request.dest))
-    p = accept_probability(world.propensity[candidates], km, world.hour, trip)
-    return int(np.argmax(p))
+    accept = accept_probability(world.propensity[candidates], km, world.hour, trip)
+    stays = 1.0 - cancel_probability(pickup_seconds(km, world.hour))
+    return int(np.argmax(accept * stays))
+
+
+oracle.sees_truth = True
 
 
 class Dispatch(Drivers):
@@ -144,14 +183,15 @@ class Dispatch(Drivers):
         lat, lon = self.positions()
         origin, dest = request.origin, request.dest
         km = distance_km(lat, lon, origin[0], origin[1])
-        free = (self.status == IDLE) & ~self.held & (km <= self.p.dispatch_radius_km)
+        seen = km if getattr(self.policy, "sees_truth", False) else self.reported_km(origin)
+        free = (self.status == IDLE) & ~self.held & (seen <= self.p.dispatch_radius_km)
         for j in tried:
             free[j] = False
         candidates = np.flatnonzero(free)
         if not len(candidates):
             self._unfulfilled(request, declined=rank > 1)
             return
-        i = int(candidates[self.policy(self, request, candidates, km[candidates])])
+        i = int(candidates[self.policy(self, request, candidates, seen[candidates])])
         pickup = float(km[i])
         trip = float(distance_km(origin[0], origin[1], dest[0], dest[1]))
         p = accept_probability(float(self.propensity[i]), pickup, self.hour, trip)
@@ -183,6 +223,10 @@ class Dispatch(Drivers):
         }
         self._schedule(resolve, "resolve", (i, outcome, request, rank, tried | {i}))
 
+    def reported_km(self, origin) -> np.ndarray:
+        """Every driver's distance to ``origin`` from where it last reported."""
+        return distance_km(self.rep_lat, self.rep_lon, origin[0], origin[1])
+
     def _unfulfilled(self, request: Request, declined: bool) -> None:
         if not self.log.counts(request.at):
             return
@@ -208,19 +252,29 @@ class Dispatch(Drivers):
         self.n_accepted[i] += acc
         self.resp_sum[i] += outcome["response_ms"]
         log = self.log
-        if log.counts(request.at):
-            if rank == 1:
-                log.first_offers += 1
-                log.first_accepted += acc
-            if acc:
-                log.fulfilled += 1
-                log.offers_to_fulfilled += rank
-                log.wait_s += self.t - request.at
-                log.pickup_km += outcome["pickup_km"]
+        if log.counts(request.at) and rank == 1:
+            log.first_offers += 1
+            log.first_accepted += acc
         if acc:
             self.status[i] = EN_ROUTE
             arrive = self._move(i, request.origin[0], request.origin[1], speed_kmh(self.hour))
-            self._schedule(arrive, "pickup", (i, request))
+            # the rider's own coin (the same under any policy): cancels if it falls below
+            # the chance at this pickup's expected wait
+            coin = stream(self.seed, CANCELS, request.seq).random()
+            cancels = bool(coin < cancel_probability(arrive - self.t))
+            if log.counts(request.at):
+                log.matched += 1
+                log.cancelled += cancels
+                if not cancels:
+                    log.fulfilled += 1
+                    log.offers_to_fulfilled += rank
+                    log.wait_s += self.t - request.at
+                    log.pickup_wait_s += arrive - self.t
+                    log.pickup_km += outcome["pickup_km"]
+            if cancels:
+                self._schedule(min(arrive, self.t + CANCEL_AFTER_S), "cancel", (i, None))
+            else:
+                self._schedule(arrive, "pickup", (i, request))
             self._report(i, out)
         elif rank < self.p.max_offers:
             self._offer(request, rank + 1, tried)

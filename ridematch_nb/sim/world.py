@@ -5,12 +5,14 @@ profile, and a status machine (idle -> en_route -> on_trip -> idle, offline outs
 their shift). Riders request rides by time-of-day demand from spatial hot spots.
 Dispatch offers each request to idle drivers within a radius, one at a time in a
 policy's order (nearest first unless told otherwise), until one accepts or the request
-runs out of offers. Between trips drivers head for where riders are at that hour.
+runs out of offers; the rider then waits for the pickup or cancels, more likely the
+longer the expected wait. Between trips drivers head for where riders are at that hour.
 ``accept_rate_7d`` and ``avg_response_ms`` are each driver's rolling statistics over its
 own offer history.
 
 Randomness comes from one seed, split into a stream per purpose (the world's set-up,
-demand, which drivers report, and one small generator per (request, driver) offer), so
+demand, which drivers report, one small generator per (request, driver) offer and one
+per rider's patience), so
 one seed and one parameter set give the identical event stream, and two dispatch
 policies run on the same seed see the same riders and the same coin for the same offer:
 differences come from the policy alone. The ground truth of acceptance lives in
@@ -129,7 +131,8 @@ class World(Dispatch):
             self.status[i] = ON_TRIP
             arrive = self._move(i, request.dest[0], request.dest[1], speed_kmh(self.hour))
             self._schedule(arrive, "dropoff", (i, None))
-        else:  # dropoff: free again, cruise towards riders; off duty if the shift is over
+        else:  # dropoff or a cancelled pickup: free again, cruise towards riders; off duty
+            # if the shift is over
             self._stop(i)
             if self._on_shift(i, self.hour):
                 self.status[i] = IDLE

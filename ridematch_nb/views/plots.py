@@ -328,12 +328,18 @@ def latency(timings: pd.DataFrame) -> Figure:
     return fig
 
 
-POLICY_COLORS = {"nearest": "#8C8C8C", "model": "#4C72B0", "oracle": "#55A868"}
+POLICY_COLORS = {
+    "nearest": "#8C8C8C",
+    "accept_rate": "#DD8452",
+    "tuned": "#C4AD66",
+    "model": "#4C72B0",
+    "oracle": "#55A868",
+}
 POLICY_METRICS = {  # figure of the replay -> what its axis says
-    "fulfilled": "share of requests fulfilled",
+    "fulfilled": "fulfilled: picked up (the objective)",
+    "cancelled": "matched, then cancelled by the rider",
     "first_offer_acceptance": "first-offer acceptance",
-    "offers_per_fulfilled": "offers per fulfilled request",
-    "seconds_to_acceptance": "seconds to acceptance",
+    "pickup_min": "pickup wait, minutes (fulfilled)",
     "pickup_km": "pickup km (fulfilled)",
 }
 
@@ -342,7 +348,7 @@ def dispatch_policies(runs: pd.DataFrame) -> Figure:
     """One panel per figure of the replay: a bar per policy (mean over the seeds), a dot
     per seed, so a reader sees whether a difference stands out of the spread."""
     policies = [p for p in POLICY_COLORS if p in set(runs["policy"])]
-    fig, axes = plt.subplots(1, len(POLICY_METRICS), figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, len(POLICY_METRICS), figsize=(15, 3.6))
     for ax, (metric, title) in zip(axes, POLICY_METRICS.items(), strict=True):
         per = [runs.loc[runs["policy"] == p, metric].to_numpy() for p in policies]
         x = np.arange(len(policies))
@@ -350,9 +356,9 @@ def dispatch_policies(runs: pd.DataFrame) -> Figure:
         for xi, values in zip(x, per, strict=True):
             ax.scatter(np.full(len(values), xi), values, color="black", s=10, zorder=3)
         low = min(v.min() for v in per)
-        if metric in ("fulfilled", "first_offer_acceptance"):
+        if metric in ("fulfilled", "first_offer_acceptance", "cancelled"):
             ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(v.max() for v in per) + 0.05))
-        ax.set_xticks(x, policies)
+        ax.set_xticks(x, policies, rotation=30, ha="right", fontsize=8)
         finish(ax, title, grid="y", size=9)
     fig.suptitle(
         f"dispatch policies on the held-out period ({runs['seed'].nunique()} seeds)",

@@ -77,14 +77,16 @@ def test_plan_starts_at_the_end_of_the_training_data_and_names_wrong_parameters(
 
 
 def test_the_policy_table_is_the_mean_and_spread_of_the_runs():
+    bases = {"oracle": 2.0, "tuned": 0.5, "nearest": 0.0, "model": 1.0, "accept_rate": -1.0}
     runs = pd.DataFrame(
         [
             {"policy": p, "seed": s, "requests": 10, **{m: base + s for m in dispatch.METRICS}}
-            for p, base in (("oracle", 2.0), ("nearest", 0.0), ("model", 1.0))
+            for p, base in bases.items()
             for s in (1, 2, 3)
         ]
     )
     table = dispatch.policy_table(runs)
-    assert list(table.index) == ["nearest", "model", "oracle"]
+    assert list(table.index) == list(dispatch.POLICIES)
     assert table.at["model", "fulfilled"] == 3.0 and table.at["model", "fulfilled_sd"] == 1.0
     assert dispatch.gap_closed(table) == pytest.approx(0.5)
+    assert dispatch.best_heuristic(table) == "tuned"
