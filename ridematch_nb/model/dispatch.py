@@ -13,12 +13,14 @@ far driver who accepts is worth less than a near one). The pickup's minutes besi
 
 Policies, all but the oracle choosing among idle drivers by where they last reported:
 ``nearest`` (as the logged data was made); ``accept_rate`` (highest ``accept_rate_7d``
-first); ``tuned`` (logit(``accept_rate_7d``) - w x pickup km); ``model`` (logit(the
-model's acceptance probability) - w x pickup km, from each driver's newest report as
-the store would serve it); ``oracle`` (greedy on the true chance of a pickup, from true
-positions). Each w is fitted on the training period alone (``run_replay``): the last
-``window`` before the cut replayed under each weight of a grid, the one with the most
-fulfilled requests kept.
+first); ``tuned`` and ``model``: the offer that starts the sequence of offers most
+likely to pick the rider up (``best_sequence_first``), a driver's chance to accept
+taken from its reported ``accept_rate_7d`` (``tuned``) or from the model, from each
+driver's newest report as the store would serve it (``model``), and the rider's chance
+to wait as exp(-w x pickup km); ``oracle`` (greedy on the true chance of a pickup, from
+true positions). Each w is fitted on the training period alone (``run_replay``): the
+last ``window`` before the cut replayed under each weight of a grid, the one with the
+most fulfilled requests kept.
 """
 
 from __future__ import annotations
@@ -50,14 +52,10 @@ METRICS = [
     "pickup_min",
     "pickup_km",
 ]
-# Pickup-km weights tried for ``tuned`` and ``model`` on the training period.
-WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
+# Weights w tried for ``tuned`` and ``model`` on the training period: a rider is taken to
+# wait for a pickup of d km with chance exp(-w d).
+WEIGHT_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 FIT_SEEDS = (101,)  # apart from the evaluation's seeds 1..n
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
 
 
 def accept_rate_policy(world: World, request: Request, candidates, km) -> int:
@@ -65,23 +63,60 @@ def accept_rate_policy(world: World, request: Request, candidates, km) -> int:
     return int(np.argmax(world.rep_rate[candidates]))
 
 
-def tuned_policy(weight: float) -> Policy:
-    """logit(reported ``accept_rate_7d``) minus ``weight`` per pickup km."""
+def best_sequence_first(accept: np.ndarray, stay: np.ndarray, offers_left: int) -> int:
+    """The candidate to offer first so that the request is most likely picked up within
+    ``offers_left`` offers, given each candidate's chance to accept and its rider's
+    chance to wait for it.
+
+    Offered in turn, candidates 1..k pick the rider up with chance sum_k a_k s_k
+    prod_{j<k} (1 - a_j); swapping two neighbours shows the best order puts the larger
+    s first, whatever the a: near drivers first. What acceptance decides is which
+    candidates get one of the few offers: V(i, m) = max(V(i+1, m), a_i s_i +
+    (1 - a_i) V(i+1, m-1)) over candidates by s, solved backwards; the first taken is
+    offered now."""
+    order = np.argsort(-stay, kind="stable")
+    a, s = accept[order], stay[order]
+    n, m = len(order), max(1, offers_left)
+    value = np.zeros((n + 1, m + 1))
+    for i in range(n - 1, -1, -1):
+        take = a[i] * s[i] + (1 - a[i]) * value[i + 1, :-1]
+        value[i, 1:] = np.maximum(value[i + 1, 1:], take)
+    for i in range(n):
+        if a[i] * s[i] + (1 - a[i]) * value[i + 1, m - 1] >= value[i + 1, m]:
+            return int(order[i])
+    return int(order[0])
+
+
+def sequence_policy(acceptance, weight: float) -> Policy:
+    """Offer so the request is most likely picked up (``best_sequence_first``), with
+    ``acceptance(world, request, candidates, km)`` for the chance to accept and
+    exp(-``weight`` x pickup km) for the rider's chance to wait."""
 
     def choose(world: World, request: Request, candidates, km) -> int:
-        return int(np.argmax(logit(world.rep_rate[candidates]) - weight * km))
+        accept = acceptance(world, request, candidates, km)
+        return best_sequence_first(accept, np.exp(-weight * km), world.offers_left)
 
     return choose
 
 
-def model_policy(trained: TrainedModel, state_ttl_s: float, weight: float = 0.0) -> Policy:
-    """The model's acceptance probability (as logit) minus ``weight`` per pickup km, from
-    each driver's newest report: its position, status and statistics, as the store would
-    serve them. A driver whose newest state is older than the state view's TTL has none
-    served (serving skips such a driver), so it goes last."""
+def reported_accept_rate(world: World, request: Request, candidates, km) -> np.ndarray:
+    return world.rep_rate[candidates]
+
+
+def tuned_policy(weight: float) -> Policy:
+    """The best sequence of offers (``best_sequence_first``) with each driver's reported
+    ``accept_rate_7d`` as its chance to accept."""
+    return sequence_policy(reported_accept_rate, weight)
+
+
+def model_acceptance(trained: TrainedModel, state_ttl_s: float):
+    """The model's acceptance probability for each candidate, from its newest report: its
+    position, status and statistics, as the store would serve them. A driver whose newest
+    state is older than the state view's TTL has none served (serving skips such a
+    driver): zero."""
     statuses = np.array(DRIVER_STATUSES)
 
-    def choose(world: World, request: Request, candidates: np.ndarray, km: np.ndarray) -> int:
+    def accept(world: World, request: Request, candidates: np.ndarray, km) -> np.ndarray:
         cols = {
             "lat": world.rep_lat[candidates],
             "lon": world.rep_lon[candidates],
@@ -94,11 +129,16 @@ def model_policy(trained: TrainedModel, state_ttl_s: float, weight: float = 0.0)
             "dest_lon": np.full(len(candidates), request.dest[1]),
         }
         cols.update(derived_features(cols, pd.Timestamp(world.t, unit="s", tz="UTC")))
-        scores = logit(trained.score_columns(cols)) - weight * km
         served = world.t - world.rep_t[candidates] <= state_ttl_s
-        return int(np.argmax(np.where(served, scores, -np.inf)))
+        return np.where(served, trained.score_columns(cols), 0.0)
 
-    return choose
+    return accept
+
+
+def model_policy(trained: TrainedModel, state_ttl_s: float, weight: float = 0.3) -> Policy:
+    """The best sequence of offers (``best_sequence_first``) with the model's acceptance
+    probability as each driver's chance to accept."""
+    return sequence_policy(model_acceptance(trained, state_ttl_s), weight)
 
 
 def policies_for(trained: TrainedModel, state_ttl_s: float, weights: dict) -> dict:

@@ -142,6 +142,27 @@ def evaluate(test: pd.DataFrame, scores: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("scorer")
 
 
+def logged_bias(test: pd.DataFrame, scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """What the logged ranking metrics reward. Dispatch offered nearest-first and stopped
+    at the first acceptance, so in every ranked request the accepted offer is the last
+    and farthest one made: a scorer that knows only the order offers were made in
+    (later first) gets a perfect top-1, and any scorer that prefers near drivers is
+    marked down. First offers are not chosen by their outcome: there, each scorer's AUC
+    measures what it knows about acceptance without that bias."""
+    first = test["offer_rank"].to_numpy() == 1
+    last_first = ranking_metrics(test, test["offer_rank"].to_numpy(dtype=float))
+    rows = [
+        {
+            "scorer": name,
+            "first_offer_auc": roc_auc_score(test[LABEL][first], score[first]),
+            "top1": ranking_metrics(test, score)["top1"],
+        }
+        for name, score in scores.items()
+    ]
+    rows.append({"scorer": "last_offered_first", "first_offer_auc": None, **last_first})
+    return pd.DataFrame(rows).set_index("scorer")[["first_offer_auc", "top1"]]
+
+
 @dataclass
 class TrainedModel:
     model: HistGradientBoostingClassifier

@@ -191,6 +191,7 @@ class Dispatch(Drivers):
         if not len(candidates):
             self._unfulfilled(request, declined=rank > 1)
             return
+        self.offers_left = self.p.max_offers - rank + 1  # this one included
         i = int(candidates[self.policy(self, request, candidates, seen[candidates])])
         pickup = float(km[i])
         trip = float(distance_km(origin[0], origin[1], dest[0], dest[1]))

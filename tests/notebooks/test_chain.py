@@ -173,8 +173,20 @@ def test_the_replay_holds_five_policies_fairly_and_a_long_pickup_costs_riders(ch
     assert means.at["accept_rate", "cancelled"] > means.at["nearest", "cancelled"] + 0.1
     assert set(rec["weights"]) == {"tuned", "model"}
     assert all(0 < w <= max(WEIGHT_GRID) for w in rec["weights"].values()), rec["weights"]
+    # the model's dispatch loses no riders against today's rule: its paired margin over
+    # nearest stays above -0.01 (the per-seed spread of that margin is about 0.01)
+    assert (per_seed["model"] - per_seed["nearest"]).mean() > -0.01, per_seed
     first = means["first_offer_acceptance"]
-    assert first["model"] > first["nearest"] + 0.02 and first["oracle"] > first["nearest"]
+    assert first["oracle"] > first["nearest"]  # the truth makes the better first offer
+
+
+def test_the_logged_ranking_rewards_the_last_offer_and_first_offers_rank_fairly(chain):
+    """05 shows why its top-1 misleads: in the logs the accepted offer is always the last
+    one made, so offer order alone ranks perfectly; on first offers, which dispatch did
+    not choose by their outcome, the model knows more than accept_rate_7d."""
+    rec = load_record(chain.run_dir, "05_train")
+    assert rec["last_offered_first_top1"] == 1.0
+    assert rec["model_first_offer_auc"] > rec["accept_rate_first_offer_auc"] + 0.02, rec
 
 
 def test_the_summary_prints_the_dispatch_policies_table_ranked_by_fulfilled(chain):

@@ -36,8 +36,12 @@ def test_the_model_policy_sees_what_drivers_last_reported_and_skips_expired_stat
     world.rep_t[candidates] = [world.t, world.t, world.t - 1801]  # 5's state has expired
     request = sim_dispatch.Request("r", "rider_1", [40.75, -73.98], [40.70, -74.0], 1, world.t)
     model = ScoresByReportedRate()
-    policy = dispatch.model_policy(model, state_ttl_s=1800)
-    assert policy(world, request, candidates, np.array([1.0, 2.0, 0.5])) == 1
+    km = np.array([1.0, 2.0, 0.5])
+    accept = dispatch.model_acceptance(model, state_ttl_s=1800)(world, request, candidates, km)
+    assert accept[0] == pytest.approx(0.2) and accept[2] == 0  # 5 is served nothing
+    world.offers_left = 1  # the last offer: the best chance of a pickup at once
+    policy = dispatch.model_policy(model, state_ttl_s=1800, weight=0.3)
+    assert policy(world, request, candidates, km) == 1
     # pickup from the reported position, not the true one
     seen = model.seen[-1]
     expected = distance_km(world.rep_lat[candidates], world.rep_lon[candidates], 40.75, -73.98)
@@ -90,3 +94,43 @@ def test_the_policy_table_is_the_mean_and_spread_of_the_runs():
     assert table.at["model", "fulfilled"] == 3.0 and table.at["model", "fulfilled_sd"] == 1.0
     assert dispatch.gap_closed(table) == pytest.approx(0.5)
     assert dispatch.best_heuristic(table) == "tuned"
+
+
+def _pickup_chance(order, a, s) -> float:
+    """The chance that offering ``order`` in turn picks the rider up."""
+    chance, none_yet = 0.0, 1.0
+    for i in order:
+        chance += none_yet * a[i] * s[i]
+        none_yet *= 1 - a[i]
+    return chance
+
+
+def _best(candidates, a, s, m) -> float:
+    import itertools
+
+    return max(
+        (
+            _pickup_chance(order, a, s)
+            for k in range(1, m + 1)
+            for order in itertools.permutations(candidates, k)
+        ),
+        default=0.0,
+    )
+
+
+def test_the_sequence_rule_offers_first_what_starts_the_best_sequence_of_offers():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n, m = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        a, s = rng.uniform(0.05, 0.95, n), rng.uniform(0.05, 1.0, n)
+        first = dispatch.best_sequence_first(a, s, m)
+        rest = [j for j in range(n) if j != first]
+        got = a[first] * s[first] + (1 - a[first]) * _best(rest, a, s, m - 1)
+        assert got == pytest.approx(_best(range(n), a, s, m), abs=1e-12), (a, s, m)
+
+
+def test_with_offers_to_spare_the_nearest_goes_first_whatever_its_acceptance():
+    a = np.array([0.1, 0.9, 0.5])
+    s = np.array([0.9, 0.5, 0.7])  # candidate 0 is the nearest: its rider waits most
+    assert dispatch.best_sequence_first(a, s, offers_left=3) == 0
+    assert dispatch.best_sequence_first(a, s, offers_left=1) == 1  # one offer: best a*s
