@@ -52,7 +52,8 @@ def run_dispatch_bench(
         f"run {run.name}: {len(plan.seeds)} seeds x {plan.window_s / 3600:.2f} h, {seconds:.0f} s"
     )
     print(table[dispatch.METRICS].sort_values("fulfilled", ascending=False).round(3).to_string())
-    print(f"pickup-km weights fitted on the training period: {replay.weights}")
+    fitted = replay.weights
+    print(f"weights w fitted on the training period (riders wait with chance exp(-w km)): {fitted}")
     best = dispatch.best_heuristic(table)
     margin = table.at["model", "fulfilled"] - table.at[best, "fulfilled"]
     print(f"model against the best simple rule ({best}) on fulfilled: {margin:+.4f}")

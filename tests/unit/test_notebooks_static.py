@@ -32,6 +32,8 @@ def test_notebook_is_clean_with_one_parameters_cell_and_kernel_python3(path):
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     assert nb["cells"][0]["cell_type"] == "markdown"
+    ids = [c.get("id") for c in nb["cells"]]  # nbformat 4.5: each cell has its own id
+    assert None not in ids and len(set(ids)) == len(ids)
     for cell in code:
         src = "".join(cell["source"])
         assert "import *" not in src and "!pip" not in src and "%%writefile" not in src
