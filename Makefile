@@ -12,13 +12,14 @@ PYTEST_ARGS ?=
 # so a 2-core machine keeps three busy (make test TEST_WORKERS=0: one process).
 TEST_WORKERS ?= 3
 
-.PHONY: help install system-deps stack-up stack-down stack-status lint format test test-fast demo lab clean-data
+.PHONY: help install system-deps stack-up stack-down stack-status lint format test test-fast demo lab serve clean-data
 
 help:
 	@echo "make demo        set up, start the local stack, run the notebook chain (outputs/runs/<id>/)"
 	@echo "make test        set up, start the local stack, lint and run all tests"
 	@echo "make test-fast   unit tests only (no servers)"
 	@echo "make lab         JupyterLab on the project, kernel from .venv"
+	@echo "make serve       the match over HTTP: POST 127.0.0.1:18000/match (after make demo)"
 	@echo "make stack-up | stack-down | stack-status   the embedded Kafka/S3/Redis stack"
 	@echo "make clean-data  stop the stack and delete its data (.stack/)"
 
@@ -64,6 +65,10 @@ demo: stack-up
 
 lab: stack-up
 	$(PY) -m ridematch_nb.stack.lab
+
+# The match over HTTP on 127.0.0.1:18000, the newest run's model (after make demo).
+serve: stack-up
+	$(PY) -m ridematch_nb serve --params $(PARAMS)
 
 clean-data: stack-down
 	rm -rf .stack

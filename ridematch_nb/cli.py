@@ -182,6 +182,15 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ridematch_nb.config import resolve_path
+    from ridematch_nb.model import service
+
+    run = resolve_path(args.run) if args.run else None
+    service.serve(_settings(args), run, args.host, args.port, args.workers)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ridematch_nb.bench.command import run
 
@@ -302,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--group", default=PUSH_GROUP, help="consumer group")
     p.set_defaults(func=_cmd_push_online)
+
+    p = sub.add_parser("serve", help="serve the match over HTTP (POST /match)", parents=[common])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    p.add_argument("--port", type=int, default=18000)
+    p.add_argument("--run", default=None, help="run folder whose model to serve (default: newest)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.set_defaults(func=_cmd_serve)
 
     from ridematch_nb.bench.command import add_parser as add_bench_parser
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ridematch_nb.config import PROJECT_ROOT, resolve_path
+from ridematch_nb.config import PROJECT_ROOT, ConfigError, resolve_path
 
 RUNS_DIR = PROJECT_ROOT / "outputs" / "runs"
 
@@ -40,3 +40,18 @@ def record(run_dir: str | Path, notebook: str, figures: dict[str, Any]) -> Path:
 
 def load_record(run_dir: str | Path, notebook: str) -> dict[str, Any]:
     return json.loads((resolve_path(run_dir) / f"{notebook}.json").read_text())
+
+
+def newest_run(runs_dir: Path = RUNS_DIR) -> Path:
+    """The newest run folder holding 01's record and 05's model (what the dispatch bench
+    replays and the match service serves)."""
+    done = [
+        p
+        for p in runs_dir.glob("*")
+        if (p / "01_generate.json").is_file() and (p / "model" / "model_card.json").is_file()
+    ]
+    if not done:
+        raise ConfigError(
+            f"no chain run with 01's record and 05's model under {runs_dir}: run make demo"
+        )
+    return max(done, key=lambda p: p.stat().st_mtime)

@@ -16,24 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 from ridematch_nb.bench.stages import BENCH_DIR, machine
-from ridematch_nb.config import ConfigError, Settings
+from ridematch_nb.config import Settings
 from ridematch_nb.features import store as features
 from ridematch_nb.model import dispatch, training
-from ridematch_nb.runs import RUNS_DIR, load_record, model_folder
-
-
-def newest_run(runs_dir: Path = RUNS_DIR) -> Path:
-    """The newest run folder holding what the replay needs (01's record, 05's model)."""
-    done = [
-        p
-        for p in runs_dir.glob("*")
-        if (p / "01_generate.json").is_file() and (p / "model" / "model_card.json").is_file()
-    ]
-    if not done:
-        raise ConfigError(
-            f"no chain run with 01's record and 05's model under {runs_dir}: run make demo"
-        )
-    return max(done, key=lambda p: p.stat().st_mtime)
+from ridematch_nb.runs import load_record, model_folder, newest_run
 
 
 def run_dispatch_bench(

@@ -36,6 +36,7 @@ class Match:
     ranked: pd.DataFrame
     skipped_missing: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    missing_by_feature: dict[str, int] = field(default_factory=dict)  # candidates without it
 
 
 class Matcher:
@@ -98,7 +99,8 @@ class Matcher:
             "scoring": (t3 - t2) * 1e3,
             "total": (t3 - t0) * 1e3,
         }
-        return Match(request["request_id"], ranked, len(ids) - len(keep), timings)
+        missing = {f: sum(v is None for v in online[f]) for f in STORE_FEATURES}
+        return Match(request["request_id"], ranked, len(ids) - len(keep), timings, missing)
 
 
 def percentiles(samples_ms, quantiles=(0.5, 0.95, 0.99)) -> dict[str, float | None]:

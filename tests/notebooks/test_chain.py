@@ -23,12 +23,6 @@ def param(stem: str, name: str):
     return given[name] if name in given else notebook_default(stem, name)
 
 
-@pytest.fixture(scope="module")
-def chain(stack, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    return run_chain(TEST_PARAMS, run_dir=run_dir, say=lambda *_: None)
-
-
 def test_every_notebook_ran_and_left_its_executed_copy(chain):
     for nb in discover():
         assert (chain.run_dir / nb.name).is_file()
