@@ -191,6 +191,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_feast(args: argparse.Namespace) -> int:
+    from ridematch_nb.features import store as features
+
+    return features.run_feast_cli(_settings(args), args.feast_args)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ridematch_nb.bench.command import run
 
@@ -318,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="run folder whose model to serve (default: newest)")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "feast",
+        help="the feast CLI in feature_repo/ with this profile (feast plan, serve, ui, ...)",
+        parents=[common],
+    )
+    p.add_argument("feast_args", nargs=argparse.REMAINDER, help="what to pass to feast")
+    p.set_defaults(func=_cmd_feast)
 
     from ridematch_nb.bench.command import add_parser as add_bench_parser
 

@@ -11,7 +11,9 @@ environment. feature_store.yaml's ``${VAR}``s serve the ``feast`` CLI only
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import sys
 from datetime import UTC, datetime
 from urllib.parse import urlparse
@@ -105,6 +107,31 @@ def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
         "AWS_ENDPOINT_URL": settings.s3_endpoint,
         **offline.feast_env(settings),
     }
+
+
+def run_feast_cli(settings: Settings, args: list[str]) -> int:
+    """Run Feast's own command line inside feature_repo/ for this profile (``feast plan``,
+    ``feast serve``, ``feast ui``...): a child process given ``feast_env``, so nothing is
+    exported by hand and this process's environment is left alone. Its exit code."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "feast"
+    feast = str(beside) if beside.is_file() else shutil.which("feast")
+    if feast is None:
+        raise RuntimeError("the feast command is not installed: run `make install`")
+    env = {**os.environ, **feast_env(settings)}
+    child = subprocess.Popen([feast, *args], cwd=PROJECT_ROOT / "feature_repo", env=env)
+    # stopping this command stops feast too (a server such as `feast serve` included)
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")

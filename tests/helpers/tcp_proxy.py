@@ -6,9 +6,10 @@ import threading
 
 
 class Proxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, host: str = "127.0.0.1", port: int = 0) -> None:
+        """``port``: listen there (a stopped proxy's port, to bring the server back)."""
         self.target = (host, target_port)
-        self.listener = socket.create_server((host, 0))
+        self.listener = socket.create_server((host, port))
         self.port = self.listener.getsockname()[1]
         self.conns: list[socket.socket] = []
         self.cut = threading.Event()

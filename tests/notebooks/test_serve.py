@@ -1,8 +1,11 @@
 """The match over HTTP: `python -m ridematch_nb serve` on the chain's model and the real
 stack, called as the original project's clients call it."""
 
+import contextlib
+import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -15,33 +18,62 @@ from ridematch_nb.model import matching, training
 from ridematch_nb.runs import model_folder
 from tests.conftest import TEST_PARAMS
 from tests.helpers.ports import free_port
+from tests.helpers.tcp_proxy import Proxy
 
 ORIGINAL_KEYS = {"driver_id", "score", "distance_km"}
 
 
-@pytest.fixture(scope="module")
-def service(chain):
+@contextlib.contextmanager
+def process(command: list[str], env: dict | None = None):
+    """A child process of ours, its output in a file (a pipe nobody reads would fill and
+    stall it), stopped when the block ends."""
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=log,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            yield proc, log
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def exited(proc, log) -> str:
+    log.seek(0)
+    return f"exited {proc.returncode}: {log.read()[-2000:]}"
+
+
+@contextlib.contextmanager
+def running_service(run_dir, env: dict | None = None):
+    """`serve` on the chain's model, on a free port, until the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "ridematch_nb", "serve", "--params", TEST_PARAMS]
-    command += ["--run", str(chain.run_dir), "--port", str(port)]
-    proc = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    command += ["--run", str(run_dir), "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "serve did not answer /health in 90 s"
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with process(command, env) as (proc, log):
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail("serve " + exited(proc, log))
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not answer /health in 90 s"
+            time.sleep(0.3)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def service(chain):
+    with running_service(chain.run_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +189,74 @@ def _sample(service: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_redis_away_gives_503s_naming_redis_and_the_service_comes_back_by_itself(
+    chain, settings, requests
+):
+    """Redis behind a real TCP proxy that the test cuts, then opens again on its port."""
+    proxy = Proxy(settings.redis_port)
+    through = settings.redis_url.replace(f":{settings.redis_port}/", f":{proxy.port}/")
+    assert through != settings.redis_url
+    body = body_of(requests[-1])
+    with running_service(chain.run_dir, {"RIDEMATCH_REDIS_URL": through}) as url:
+        assert httpx.post(f"{url}/match", json=body, timeout=10).status_code == 200
+        proxy.stop()
+        replies = [httpx.post(f"{url}/match", json=body, timeout=10) for _ in range(5)]
+        assert [r.status_code for r in replies] == [503] * 5
+        assert all("Redis" in r.json()["detail"] for r in replies)
+        assert httpx.get(f"{url}/ready", timeout=10).status_code == 503
+        back = Proxy(settings.redis_port, port=proxy.port)
+        try:
+            deadline = time.monotonic() + 15
+            while httpx.post(f"{url}/match", json=body, timeout=10).status_code != 200:
+                assert time.monotonic() < deadline, "the service did not recover"
+                time.sleep(0.2)
+            assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
+            errors = 'match_errors_total{error_type="redis"}'
+            assert _sample(url, errors) >= 5
+        finally:
+            back.stop()
+
+
+def test_feast_serve_through_our_command_answers_what_the_serving_reader_reads(chain, settings):
+    """`python -m ridematch_nb feast serve` (Feast's own feature server, no variables
+    exported by hand) returns for some drivers exactly what OnlineReader reads."""
+    from ridematch_nb.features.online import OnlineReader
+
+    port = free_port()
+    command = [sys.executable, "-m", "ridematch_nb", "feast", "--params", TEST_PARAMS]
+    command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/get-online-features"
+    fs = features.store(settings)
+    drivers = [f"driver_{i}" for i in range(0, 40, 3)] + ["driver_nobody"]
+    body = {"feature_service": features.FEATURE_SERVICE, "entities": {"driver_id": drivers}}
+    with process(command) as (proc, log):
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail("feast serve " + exited(proc, log))
+            try:
+                reply = httpx.post(url, json=body, timeout=10)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "feast serve did not answer in 120 s"
+                time.sleep(0.5)
+        assert reply.status_code == 200, reply.text
+        got = reply.json()
+        served = {
+            name: result["values"]
+            for name, result in zip(got["metadata"]["feature_names"], got["results"], strict=True)
+        }
+        ours = OnlineReader(fs, settings).columns(drivers)
+        assert served["driver_id"] == drivers
+        features_read = [f for f in ours if f != "driver_id"]
+        assert features_read and set(features_read) <= set(served)
+        for feature in features_read:
+            for theirs, mine in zip(served[feature], ours[feature], strict=True):
+                if isinstance(mine, float):
+                    assert theirs == pytest.approx(mine), feature
+                else:
+                    assert theirs == mine, feature
+        assert all(ours[f][-1] is None for f in features_read)  # the unknown driver
+        assert sum(v is not None for v in ours[features_read[0]]) >= 10
