@@ -20,7 +20,6 @@ from pathlib import Path
 
 import redis
 from fastapi import FastAPI, Query
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -240,8 +239,12 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
 
     @app.exception_handler(RequestValidationError)
     async def bad_input(request, exc):
+        """422 naming each wrong field; what was sent is left out of the answer (it may
+        not even be valid JSON out: NaN, Infinity)."""
         service.metrics.errors.labels("bad_request").inc()
-        return await request_validation_exception_handler(request, exc)
+        keep = ("loc", "msg", "type")
+        detail = [{k: e[k] for k in keep if k in e} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     return TimedApp(app, service.metrics.latency)
 
