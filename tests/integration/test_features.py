@@ -213,6 +213,8 @@ def test_the_stream_push_makes_the_newest_driver_state_readable_online(isolated,
 def test_two_profiles_in_one_process_keep_apart_and_leave_the_environment_alone(settings, unique):
     """Each store is built from its own settings object: no environment variable is set,
     and each reads its own lake (here two prefixes) and its own registry."""
+    import feast.metrics  # noqa: F401  Feast's own: it sets its Prometheus directory at import
+
     before = dict(os.environ)
     a = settings.with_overrides(prefix=f"tests/{unique}-a")
     b = settings.with_overrides(prefix=f"tests/{unique}-b")
