@@ -17,6 +17,7 @@ from ridematch_nb.config import (
     ConfigError,
     ParameterError,
     load_settings,
+    resolve_path,
 )
 from ridematch_nb.stream.group_timing import OTHER_CLIENTS_GROUP_SETTINGS
 
@@ -183,7 +184,6 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ridematch_nb.config import resolve_path
     from ridematch_nb.model import service
 
     run = resolve_path(args.run) if args.run else None
@@ -319,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_push_online)
 
     p = sub.add_parser("serve", help="serve the match over HTTP (POST /match)", parents=[common])
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    p.add_argument("--port", type=int, default=18000)
+    p.add_argument("--host", help="address to listen on (default: services.match_url's)")
+    p.add_argument("--port", type=int, help="port (default: services.match_url's, 18000)")
     p.add_argument("--run", default=None, help="run folder whose model to serve (default: newest)")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.set_defaults(func=_cmd_serve)

@@ -33,6 +33,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "s3_region": ("AWS_DEFAULT_REGION", "AWS_REGION", "RIDEMATCH_S3_REGION"),
     "bucket": ("RIDEMATCH_BUCKET",),
     "redis_url": ("RIDEMATCH_REDIS_URL",),
+    "match_url": ("RIDEMATCH_MATCH_URL",),
     "prefix": ("RIDEMATCH_PREFIX",),
 }
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -45,6 +46,9 @@ ROLL_RECORDS = 100_000  # records of one partition per ETL chunk
 ROLL_EVENT_S = 3600.0  # event-time window (from the hour) that also closes a chunk
 # The embedded stack's Redis password, kept in the secrets file beside the S3 keys.
 REDIS_PASSWORD_KEY = "RIDEMATCH_REDIS_PASSWORD"
+# The match service's admin token (POST /admin/reload), in the same file; the
+# environment variable of that name wins.
+ADMIN_TOKEN_KEY = "RIDEMATCH_ADMIN_TOKEN"
 
 
 class ConfigError(ValueError):
@@ -79,6 +83,8 @@ class Settings:
     redis_url: str
     params_file: Path
     prefix: str = ""  # dataset root inside the bucket: profiles keep their data apart
+    match_url: str = ""  # where `serve` listens and 06 calls the match (services.match_url)
+    admin_token: str | None = field(default=None, repr=False)  # the service's admin calls
     secrets_file: Path | None = None
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -106,6 +112,17 @@ class Settings:
             return self.redis_url
         parts = urlparse(self.redis_url)
         return parts._replace(netloc=":***@" + parts.netloc.rsplit("@", 1)[-1]).geturl()
+
+    @property
+    def match_address(self) -> tuple[str, int]:
+        """Host and port of ``services.match_url``: where ``serve`` listens, 06 calls."""
+        if not self.match_url:
+            raise ConfigError(
+                f"params file {self.params_file}: services.match_url is not set "
+                "(e.g. http://127.0.0.1:18000)"
+            )
+        netloc = urlparse(self.match_url).netloc
+        return netloc.rsplit(":", 1)[0], _port(netloc, "services.match_url")
 
     @property
     def redis_password(self) -> str | None:
@@ -235,6 +252,7 @@ def load_settings(
         for name in ("kafka_bootstrap", "topic", "s3_endpoint", "s3_region", "bucket", "redis_url")
     }
     values["prefix"] = str(svc.get("prefix") or "").strip("/")
+    values["match_url"] = str(svc.get("match_url") or "").rstrip("/")
     for name, variables in ENV_OVERRIDES.items():
         for var in variables:
             if env.get(var):
@@ -276,8 +294,11 @@ def load_settings(
         stack=stack,
         notebooks=notebooks,
         feast=feast,
+        admin_token=env.get(ADMIN_TOKEN_KEY) or secrets.get(ADMIN_TOKEN_KEY),
     )
     settings = with_stack_redis_password(settings, secrets, env)
     settings.kafka_port  # noqa: B018 - validate endpoints early, naming the key
     settings.s3_port  # noqa: B018
+    if settings.match_url:
+        settings.match_address  # noqa: B018
     return settings

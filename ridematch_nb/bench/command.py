@@ -1,5 +1,6 @@
 """The ``bench`` command line: its options (one of the event/online stages, ``--offline``,
-``--dispatch`` or ``--join``) and which bench they run; the benches import only when run."""
+``--dispatch``, ``--join`` or ``--serve``) and which bench they run; the benches import
+only when run."""
 
 from __future__ import annotations
 
@@ -51,7 +52,17 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="instead: how long each consumer waits for its first records (group joins on "
         "the embedded broker), ours and the original project's (confluent-kafka)",
     )
-    p.add_argument("--run", help="with --dispatch: the run folder (default: the newest)")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: the match service under open-loop load (k6) beside feast serve and "
+        "the in-process Matcher (after make demo)",
+    )
+    p.add_argument(
+        "--rates", type=int, nargs="*", default=[50, 100, 200, 400], help="with --serve: requests/s"
+    )
+    p.add_argument("--duration", type=int, default=30, help="with --serve: seconds per rate")
+    p.add_argument("--run", help="with --dispatch or --serve: the run folder (default: newest)")
     p.add_argument("--seeds", type=int, default=10, help="with --dispatch: seeds")
     p.add_argument(
         "--window-hours",
@@ -66,6 +77,13 @@ def run(args: argparse.Namespace, settings_for) -> int:
     """Run the bench ``args`` ask for; ``settings_for(args)`` gives a command's settings."""
     if args.scale and not args.offline:
         raise ParameterError("parameter --scale goes with --offline")
+    if args.serve:
+        from ridematch_nb.bench.serve import run_serve_bench
+
+        run = resolve_path(args.run) if args.run else None
+        results = run_serve_bench(settings_for(args), run, args.rates, args.duration)
+        print(f"results: {results['path']}")
+        return 0
     if args.join:
         from ridematch_nb.bench.join import run_join_bench
 

@@ -122,7 +122,7 @@ def bench_match(settings: Settings, n_requests: int = 300) -> dict | None:
     for request in records[:20]:  # warm up: connections, caches
         matcher.match(request)
     matches = [matcher.match(r) for r in records]
-    lat = matching.latency_table(matches)
+    lat = matching.latency_table([m.timings_ms for m in matches])
     parts = {
         part: {"p50_ms": float(lat.at[part, "p50_ms"]), "p99_ms": float(lat.at[part, "p99_ms"])}
         for part in lat.index

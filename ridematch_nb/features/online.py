@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 import pandas as pd
 import redis
@@ -198,9 +199,10 @@ class OnlineReader:
         self._version = fs.config.entity_key_serialization_version
         self._project = fs.project.encode()
         versioning = fs.config.registry.enable_online_feature_view_versioning
-        self.names, self._fields = [], []
+        self.names, self._fields, self.views = [], [], {}
         for projection in fs.get_feature_service(service).feature_view_projections:
             view = compute_versioned_name(fs.get_feature_view(projection.name), versioning)
+            self.views[projection.name] = view
             for feat in projection.features:
                 self.names.append(feat.name)
                 self._fields.append(_mmh3(f"{view}:{feat.name}"))
@@ -238,6 +240,21 @@ class OnlineReader:
                 kind = proto.WhichOneof("val")
                 values.append(getattr(proto, kind) if kind else None)
             out[name] = values
+        return out
+
+    def newest_events(self, driver_ids: list[str]) -> dict[str, datetime | None]:
+        """Per feature view, the newest event time Feast wrote for any of these drivers
+        (its ``_ts:<view>`` field): how fresh the online values are."""
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        pipe = self.redis.pipeline(transaction=False)
+        for driver in driver_ids:
+            pipe.hmget(self._key(driver), [f"_ts:{v}".encode() for v in self.views.values()])
+        replies = pipe.execute()
+        out: dict[str, datetime | None] = {}
+        for i, name in enumerate(self.views):
+            times = [Timestamp.FromString(r[i]).ToDatetime(UTC) for r in replies if r[i]]
+            out[name] = max(times, default=None)
         return out
 
     def frame(self, driver_ids: list[str]) -> pd.DataFrame:

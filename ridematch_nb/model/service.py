@@ -1,44 +1,41 @@
 """The match as an HTTP service: FastAPI on uvicorn, the model of a run folder, online
 features from Redis read the way 06 reads them (``matching.Matcher``).
 
-    python -m ridematch_nb serve [--params P] [--host 127.0.0.1] [--port 18000] [--run RUN]
+    python -m ridematch_nb serve [--params P] [--host H] [--port N] [--run RUN] [--workers N]
 
 ``POST /match`` takes the original project's request (``rider_id``, ``rider_lat``,
 ``rider_lon``, ``top_k``) and answers its shape (``{"matches": [{"driver_id", "score",
-"distance_km"}]}``); ours adds optional ``dest_lat``/``dest_lon`` and ``timestamp`` and,
-with ``?explain=true``, the pickup, the model's run and the time of each part. ``GET
-/health`` (alive), ``GET /ready`` (Redis answers with our credentials, a model is loaded;
-503 naming what is not), ``GET /metrics`` (Prometheus text). A wrong body gets a 422 that
-names the field; Redis down gets a 503 that names Redis, and the next request tries again.
+"distance_km"}]}``); ours adds optional ``dest_lat``/``dest_lon``, ``timestamp`` and
+``radius_km`` and, with ``?explain=true``, the pickup, the model's run and the time of
+each part. ``GET /health`` (alive), ``GET /ready`` (Redis answers with our credentials, a
+model is loaded, the online values are younger than their views' TTL; 503 naming what is
+not), ``GET /metrics`` (Prometheus text, feature drift included), ``POST /admin/reload``
+(another run's model without a restart; needs the admin token). A wrong body gets a 422
+that names the field; Redis down gets a 503 that names Redis, and the next request tries
+again.
 """
 
 from __future__ import annotations
 
-import time
+import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Header, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from ridematch_nb.config import Settings
+from ridematch_nb.config import ADMIN_TOKEN_KEY, ConfigError, Settings, resolve_path
 from ridematch_nb.contract.events import LAT_RANGE, LON_RANGE
 from ridematch_nb.features.redis_io import RedisUnavailable, check_redis
-from ridematch_nb.model import matching, training
+from ridematch_nb.model import drift, matching, training
+from ridematch_nb.model.service_metrics import Metrics, TimedApp
 from ridematch_nb.runs import model_folder, newest_run
-
-DEFAULT_PORT = 18000
-LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
 def _lat(**kw):
@@ -61,94 +58,71 @@ class MatchRequest(BaseModel):
     dest_lat: float | None = _lat(default=None)
     dest_lon: float | None = _lon(default=None)
     timestamp: datetime | None = None
+    radius_km: float | None = Field(None, gt=0, le=20, strict=True)  # default: the matcher's
 
 
-class Metrics:
-    """The service's Prometheus metrics, in a registry of its own."""
-
-    def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
-        self.latency = Histogram(
-            "match_request_latency_seconds",
-            "Whole request, first byte read to last byte written, by path and outcome",
-            ["path", "outcome"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.parts = Histogram(
-            "match_part_seconds",
-            "Time of each part of a match",
-            ["part"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.errors = Counter("match_errors_total", "Errors by kind", ["error_type"], registry=r)
-        self.candidates = Histogram(
-            "match_candidates",
-            "Idle drivers found within the radius, per request",
-            buckets=(0, 1, 2, 5, 10, 20, 50),
-            registry=r,
-        )
-        self.missing = Counter(
-            "feature_missing_total",
-            "Candidates the online store had no value for, by feature",
-            ["feature_name"],
-            registry=r,
-        )
-        self.scores = Histogram(
-            "prediction_scores",
-            "The model's acceptance scores of ranked candidates",
-            buckets=[i / 10 for i in range(11)],
-            registry=r,
-        )
+def request_body(request: dict, top_k: int = 5, radius_km: float | None = None) -> dict:
+    """A rider request of the lake as ``POST /match`` takes it (the notebook, the bench
+    and the tests send these)."""
+    body = {
+        "rider_id": request["rider_id"],
+        "rider_lat": request["origin_lat"],
+        "rider_lon": request["origin_lon"],
+        "top_k": top_k,
+        "dest_lat": request["dest_lat"],
+        "dest_lon": request["dest_lon"],
+        "timestamp": request["timestamp"].isoformat(),
+    }
+    if radius_km is not None:
+        body["radius_km"] = radius_km
+    return body
 
 
-class TimedApp:
-    """ASGI middleware: each request's time from the first byte read (or its arrival, when
-    it has no body) to the last byte written, by path and outcome (the status class)."""
+class ReloadRequest(BaseModel):
+    """``POST /admin/reload``: the run folder whose model to serve (default: the newest)."""
 
-    def __init__(self, app, histogram: Histogram) -> None:
-        self.app, self.histogram = app, histogram
+    run: str | None = Field(None, min_length=1, max_length=1000)
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = [time.perf_counter()]
-        status = [500]
-        first_read = [True]
 
-        async def timed_receive():
-            message = await receive()
-            if first_read[0]:
-                first_read[0] = False
-                start[0] = time.perf_counter()
-            return message
+@dataclass(frozen=True)
+class Served:
+    """One run's model as the service serves it. A reload swaps it whole: a request
+    takes it once, so one in flight ends on the model it began with."""
 
-        async def timed_send(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                outcome = f"{status[0] // 100}xx"
-                self.histogram.labels(scope["path"], outcome).observe(
-                    time.perf_counter() - start[0]
-                )
-
-        await self.app(scope, timed_receive, timed_send)
+    run: Path
+    trained: training.TrainedModel
+    matcher: matching.Matcher
+    drift: drift.DriftWindow | None
 
 
 class MatchService:
-    """The loaded model, its matcher and metrics: what the endpoints use."""
+    """The served model and the metrics: what the endpoints use."""
 
     def __init__(self, settings: Settings, run: Path | None = None) -> None:
         from ridematch_nb.features import store as features
 
         self.settings = settings
-        self.run = run or newest_run()
         self.fs = features.store(settings)
-        self.trained = training.load(model_folder(self.run), self.fs)
-        self.matcher = matching.Matcher(settings, self.fs, self.trained, self.fs.project)
-        self.metrics = Metrics()
+        self.served = self.load(run or newest_run())
+        self.metrics = Metrics(lambda: self.served.drift)
+
+    def load(self, run: Path) -> Served:
+        folder = model_folder(run)
+        if not (folder / "model_card.json").is_file():
+            raise ConfigError(f"no model in {folder}: run notebook 05 (make demo) first")
+        trained = training.load(folder, self.fs)
+        matcher = matching.Matcher(self.settings, self.fs, trained, self.fs.project)
+        reference = drift.load_reference(folder)
+        window = None if reference is None else drift.DriftWindow(reference, trained.features)
+        return Served(run, trained, matcher, window)
+
+    def reload(self, run: Path | None) -> dict:
+        """Serve another run's model (default: the newest), loaded beside the one in use
+        and swapped in once whole."""
+        previous = self.served.run.name
+        self.fs.refresh_registry()  # the new run may have applied the repo again
+        self.served = self.load(run or newest_run())
+        return {"model_version": self.served.run.name, "previous": previous}
 
     def match(self, body: MatchRequest, explain: bool) -> dict:
         at = body.timestamp or datetime.now(UTC)
@@ -159,9 +133,11 @@ class MatchService:
             "dest_lat": body.dest_lat if body.dest_lat is not None else body.rider_lat,
             "dest_lon": body.dest_lon if body.dest_lon is not None else body.rider_lon,
             "timestamp": at,
+            "radius_km": body.radius_km,
         }
-        found = self.matcher.match(request)
-        self._observe(found)
+        served = self.served
+        found = served.matcher.match(request)
+        self._observe(found, served.drift)
         top = found.ranked.head(body.top_k)
         matches = [
             {"driver_id": d, "score": round(float(s), 6), "distance_km": round(float(k), 4)}
@@ -170,18 +146,21 @@ class MatchService:
         out: dict = {"matches": matches}
         if not matches:
             out["reason"] = (
-                f"no idle driver with online features within {self.matcher.radius_km:g} km"
+                "no idle driver with online features within "
+                f"{body.radius_km or served.matcher.radius_km:g} km"
             )
         if explain:
             for m in matches:
                 m["pickup_km"] = m["distance_km"]
-            out["model_version"] = self.run.name
+            out["model_version"] = served.run.name
             out["timings_ms"] = {k: round(v, 3) for k, v in found.timings_ms.items()}
             out["skipped_missing"] = found.skipped_missing
         return out
 
-    def _observe(self, found: matching.Match) -> None:
+    def _observe(self, found: matching.Match, window: drift.DriftWindow | None) -> None:
         m = self.metrics
+        if window is not None:
+            window.add(found.features)
         for part in ("candidates", "features", "scoring"):
             m.parts.labels(part).observe(found.timings_ms[part] / 1000)
         m.candidates.observe(len(found.ranked) + found.skipped_missing)
@@ -191,16 +170,35 @@ class MatchService:
         for score in found.ranked["score"]:
             m.scores.observe(float(score))
 
-    def readiness(self) -> tuple[bool, dict]:
-        checks = {"model": f"{self.run.name} ({self.trained.feature_service})"}
+    def readiness(self, most: int = 5000) -> tuple[bool, dict]:
+        """Redis answers with our credentials, a model is loaded, and each view's newest
+        online value among the idle drivers (up to ``most`` of them) is younger than the
+        view's TTL: a world simulated in the past is answered, but not ready."""
+        served = self.served
+        checks = {
+            "model": f"{served.run.name} ({served.trained.feature_service})",
+            "model_version": served.run.name,
+        }
         try:
             check_redis(self.settings)
-            checks["redis"] = f"ok at {self.settings.redis_address}"
-            ok = True
         except RedisUnavailable as exc:
-            checks["redis"] = str(exc).splitlines()[0]
-            ok = False
-        return ok, checks
+            return False, {**checks, "redis": str(exc).splitlines()[0]}
+        checks["redis"] = f"ok at {self.settings.redis_address}"
+        drivers = served.matcher.redis.zrange(served.matcher.key, 0, most - 1)
+        if not drivers:
+            return False, {**checks, "online": "no idle driver in the index: materialize (04)"}
+        newest = served.matcher.reader.newest_events([d.decode() for d in drivers])
+        now, stale = datetime.now(UTC), []
+        for view, at in newest.items():
+            ttl = self.fs.get_feature_view(view).ttl
+            if at is None or (ttl and now - at > ttl):
+                age = "none" if at is None else f"newest {at:%Y-%m-%d %H:%M} UTC"
+                stale.append(f"{view} ({age}, TTL {ttl})")
+        if stale:
+            checks["online"] = "stale: " + "; ".join(stale) + " (push-online keeps it fresh)"
+            return False, checks
+        checks["online"] = "fresh: " + ", ".join(f"{v} {at:%H:%M:%S}" for v, at in newest.items())
+        return True, checks
 
 
 def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
@@ -209,8 +207,12 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
     app = FastAPI(title="RideMatch match service", version="1")
     app.state.service = service
 
+    # async, so the match runs on the event loop's thread, where the Matcher limited the
+    # model's OpenMP threads to one; in FastAPI's thread pool each request's prediction
+    # started OpenMP threads of its own, and at 200 requests/s on 2 cores they spent 85%
+    # of the samples in the trees (py-spy) and the service fell behind
     @app.post("/match")
-    def match(body: MatchRequest, explain: bool = Query(False)):
+    async def match(body: MatchRequest, explain: bool = Query(False)):
         try:
             return service.match(body, explain)
         except (RedisUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
@@ -233,9 +235,21 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
         ok, checks = service.readiness()
         return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
 
+    # async: the drift window is read on the loop's thread, where matches add to it
     @app.get("/metrics")
-    def metrics():
+    async def metrics():
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload")
+    async def reload(body: ReloadRequest | None = None, authorization: str = Header("")):
+        refused = admin_refusal(settings, authorization)
+        if refused:
+            return refused
+        run = resolve_path(body.run) if body and body.run else None
+        try:  # loaded off the loop: requests go on being answered by the old model
+            return await run_in_threadpool(service.reload, run)
+        except (ConfigError, training.ModelMismatch, OSError) as exc:
+            return JSONResponse({"detail": f"model not reloaded: {exc}"}, status_code=409)
 
     @app.exception_handler(RequestValidationError)
     async def bad_input(request, exc):
@@ -247,6 +261,27 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
         return JSONResponse({"detail": detail}, status_code=422)
 
     return TimedApp(app, service.metrics.latency)
+
+
+def admin_refusal(settings: Settings, authorization: str) -> JSONResponse | None:
+    """None when ``Authorization: Bearer <token>`` holds the admin token, else the
+    answer: 503 when no token is configured, 401 when it is absent or wrong."""
+    if not settings.admin_token:
+        return JSONResponse(
+            {
+                "detail": f"no admin token configured: `make stack-up` writes {ADMIN_TOKEN_KEY} "
+                f"into {settings.secrets_file}, or set {ADMIN_TOKEN_KEY}"
+            },
+            status_code=503,
+        )
+    given = authorization.removeprefix("Bearer ").strip()
+    if not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
+        return JSONResponse(
+            {"detail": f"admin call needs Authorization: Bearer <{ADMIN_TOKEN_KEY}>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return None
 
 
 # What ``serve --workers N`` hands each worker process (uvicorn starts them from an
@@ -265,14 +300,23 @@ def app_from_env() -> TimedApp:
     return create_app(settings, Path(os.environ[SERVE_RUN_ENV]))
 
 
-def serve(settings: Settings, run: Path | None, host: str, port: int, workers: int = 1) -> None:
-    """Run the service until Ctrl+C: in this process, or in ``workers`` processes that
-    uvicorn starts from an import string (they read the profile and run from the
-    environment this sets for them)."""
+def serve(
+    settings: Settings,
+    run: Path | None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+) -> None:
+    """Run the service until Ctrl+C (at ``services.match_url`` unless told otherwise): in
+    this process, or in ``workers`` processes that uvicorn starts from an import string
+    (they read the profile and run from the environment this sets for them)."""
     import os
 
     import uvicorn
 
+    if host is None or port is None:
+        default_host, default_port = settings.match_address
+        host, port = host or default_host, port or default_port
     run = run or newest_run()
     url = f"http://{host}:{port}"
     print(f"serving the model of {run.name} at {url}/match, {workers} worker(s); Ctrl+C stops")

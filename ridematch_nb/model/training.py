@@ -25,6 +25,7 @@ from ridematch_nb.config import Settings
 from ridematch_nb.features.store import STORE_FEATURES
 from ridematch_nb.geo import CITY_TZ, distance_km
 from ridematch_nb.lake.storage import read_dataset
+from ridematch_nb.model.flat_trees import FlatTrees
 
 MODEL_FEATURES = [
     "pickup_km",
@@ -171,15 +172,25 @@ class TrainedModel:
     params: dict
     data_range: dict
     metrics: dict = field(default_factory=dict)
+    _flat: FlatTrees | bool | None = field(default=None, init=False, repr=False, compare=False)
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         return self.model.predict_proba(frame[self.features])[:, 1]
 
     def score_columns(self, cols: dict) -> np.ndarray:
         """``scores`` for a handful of rows given as columns (serving one request's
-        candidates, the dispatch replay): a DataFrame costs more than the trees there.
-        The columns go in the model's feature order, which is what the names checked."""
+        candidates, the dispatch replay): a DataFrame costs more than the trees there,
+        and scikit-learn's call per tree more than the trees flattened (``FlatTrees``:
+        the same scores). The columns go in the model's feature order, which is what
+        the names checked."""
         X = np.column_stack([np.asarray(cols[f], dtype=float) for f in self.features])
+        if self._flat is None:
+            try:
+                self._flat = FlatTrees(self.model)
+            except ValueError:  # a model FlatTrees does not handle: scikit-learn scores
+                self._flat = False
+        if self._flat:
+            return self._flat.proba(X)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
             return self.model.predict_proba(X)[:, 1]
@@ -215,13 +226,18 @@ def baseline_scores(test: pd.DataFrame, trained: TrainedModel) -> dict[str, np.n
     }
 
 
-def save(trained: TrainedModel, folder: Path) -> Path:
+def save(trained: TrainedModel, folder: Path, reference: pd.DataFrame | None = None) -> Path:
     """The model and a card: feature service, features, parameters, data range, metrics,
-    library versions."""
+    library versions; with ``reference`` (the training rows), the sample the service
+    measures feature drift against."""
     import joblib
+
+    from ridematch_nb.model.drift import save_reference
 
     folder.mkdir(parents=True, exist_ok=True)
     joblib.dump(trained.model, folder / "model.joblib")
+    if reference is not None:
+        save_reference(reference, trained.features, folder)
     card = {
         "feature_service": trained.feature_service,
         "store_features": STORE_FEATURES,

@@ -18,6 +18,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from ridematch_nb.config import (
+    ADMIN_TOKEN_KEY,
     REDIS_PASSWORD_KEY,
     SECRET_KEYS,
     ConfigError,
@@ -81,8 +82,8 @@ def redis_binary() -> Path | None:
 
 
 def ensure_secrets(settings: Settings) -> Settings:
-    """Create the local S3 key pair and Redis password on first use (git-ignored file,
-    mode 600); a file from before the Redis password keeps its S3 keys."""
+    """Create the local S3 key pair, Redis password and the match service's admin token
+    on first use (git-ignored file, mode 600); an older file keeps what it holds."""
     if settings.secrets_file is None:
         raise ConfigError(f"{settings.params_file}: the embedded stack needs services.secrets_file")
     existing = read_env_file(settings.secrets_file)
@@ -90,6 +91,7 @@ def ensure_secrets(settings: Settings) -> Settings:
         "AWS_ACCESS_KEY_ID": lambda: "ridematch-" + secrets.token_hex(6),
         "AWS_SECRET_ACCESS_KEY": lambda: secrets.token_urlsafe(30),
         REDIS_PASSWORD_KEY: lambda: secrets.token_urlsafe(24),
+        ADMIN_TOKEN_KEY: lambda: secrets.token_urlsafe(24),
     }
     if not all(existing.get(k) for k in SECRET_KEYS):
         existing = {}  # a half-written pair is useless: new keys
@@ -104,6 +106,8 @@ def ensure_secrets(settings: Settings) -> Settings:
             fh.write(body)
         log.info("wrote %s to %s", ", ".join(missing), settings.secrets_file)
     settings = with_stack_redis_password(settings, existing)
+    if not settings.admin_token:
+        settings = settings.with_overrides(admin_token=existing[ADMIN_TOKEN_KEY])
     if os.environ.get("RIDEMATCH_AWS_ACCESS_KEY_ID"):
         return settings  # the user chose keys explicitly; keep them
     return settings.with_overrides(

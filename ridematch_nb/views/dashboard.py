@@ -26,6 +26,7 @@ from ridematch_nb.config import ETL_GROUP, PUSH_GROUP, Settings
 from ridematch_nb.contract.events import EVENT_TYPES
 from ridematch_nb.views.live import Background
 from ridematch_nb.views.live_charts import Charts
+from ridematch_nb.views.service_watch import Forwarder, ServiceWatch
 from ridematch_nb.views.watch import HOT_SPOTS, Watcher
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class LiveDashboard:
         generator_args: tuple[str, ...] = (),
         etl_args: tuple[str, ...] = (),
         push_args: tuple[str, ...] = (),
+        serve_args: tuple[str, ...] = (),
         refresh_s: float = 1.0,
         etl_group: str = ETL_GROUP,
         push_group: str = PUSH_GROUP,
@@ -68,10 +70,18 @@ class LiveDashboard:
         self.settings, self.refresh_s = settings, refresh_s
         etl_args = (*etl_args, "--group", etl_group)
         push_args = (*push_args, "--group", push_group)
-        self.args = {"generator": generator_args, "etl": etl_args, "push": push_args}
+        self.args = {
+            "generator": generator_args,
+            "etl": etl_args,
+            "push": push_args,
+            "serve": serve_args,
+        }
         self.groups = {"etl": etl_group, "push": push_group}
         self.bg = Background(settings, log_dir)
         self.watcher = Watcher(settings, self.groups)
+        # the match service at the profile's address: scraped, and sent the live requests
+        self.service = ServiceWatch(settings.match_url) if settings.match_url else None
+        self.forwarder: Forwarder | None = None
         self._lock = threading.RLock()  # state and figures: the refresh thread vs the controls
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -96,18 +106,20 @@ class LiveDashboard:
         )
         self.etl_on = widgets.ToggleButton(description="ETL worker", icon="database")
         self.push_on = widgets.ToggleButton(description="push-online", icon="bolt")
+        self.serve_on = widgets.ToggleButton(description="match service", icon="server")
         self.stop_button = widgets.Button(description="Stop all", button_style="danger")
         for control in (self.window, self.event_type, self.area):
             control.observe(lambda _: self.refresh(), names="value")
         self.etl_on.observe(lambda c: self._toggle("etl", c["new"]), names="value")
         self.push_on.observe(lambda c: self._toggle("push", c["new"]), names="value")
+        self.serve_on.observe(lambda c: self._toggle("serve", c["new"]), names="value")
         self.stop_button.on_click(lambda _: self.stop())
         self.status = widgets.HTML()
 
         self.charts = Charts(self.groups)
 
         controls = widgets.HBox([self.window, self.event_type, self.area])
-        buttons = widgets.HBox([self.etl_on, self.push_on, self.stop_button])
+        buttons = widgets.HBox([self.etl_on, self.push_on, self.serve_on, self.stop_button])
         grid = widgets.VBox([self.charts.canvas, self.status])
         self.widget = widgets.VBox([controls, buttons, grid])
 
@@ -118,12 +130,27 @@ class LiveDashboard:
             if name == "push" and not self._applied:
                 self._push_wanted.set()  # the health thread applies the repository first
                 return
+            if name == "serve" and not self._start_service():
+                return
             self.bg.start(name, *self.args[name])
         elif not on:
             if name == "push":
                 self._push_wanted.clear()
             self.bg.stop(name)
         self.refresh()
+
+    def _start_service(self) -> bool:
+        """Send the live requests to the service at the profile's address: True when one
+        has to be started there (the newest run's model), False when one answers
+        already or the profile names none."""
+        if self.service is None:
+            self.problem = "the profile has no services.match_url: no match service"
+            self._on_main(lambda: setattr(self.serve_on, "value", False))
+            return False
+        self.forwarder = self.forwarder or Forwarder(self.settings.match_url)
+        self.watcher.state.to_match.clear()  # from now on, not what came before
+        self.service.sample()
+        return not self.service.up
 
     def _apply_then_push(self) -> None:
         """The push source must be in the registry (applying again changes nothing). It
@@ -146,9 +173,9 @@ class LiveDashboard:
         if self.push_on.value and not self._stop.is_set():
             self.bg.start("push", *self.args["push"])
 
-    def start(self, etl: bool = False, push: bool = False) -> None:
-        """Start the generator and the refresh and health threads; the ETL and the push
-        loop too when asked (or later, with their buttons)."""
+    def start(self, etl: bool = False, push: bool = False, serve: bool = False) -> None:
+        """Start the generator and the refresh and health threads; the ETL, the push
+        loop and the match service too when asked (or later, with their buttons)."""
         self._stop.clear()
         self.started_at = time.time()
         self._ioloop = _kernel_loop()
@@ -160,6 +187,8 @@ class LiveDashboard:
             self.etl_on.value = True
         if push:
             self.push_on.value = True
+        if serve:
+            self.serve_on.value = True
         self._threads = [
             threading.Thread(target=self._refresh_loop, name="live-refresh", daemon=True),
             threading.Thread(target=self._health_loop, name="live-health", daemon=True),
@@ -174,7 +203,7 @@ class LiveDashboard:
             if thread is not threading.current_thread():
                 thread.join(timeout=60)
         codes = self.bg.stop_all()
-        self.etl_on.value = self.push_on.value = False
+        self.etl_on.value = self.push_on.value = self.serve_on.value = False
         with self._lock:
             self.watcher.close()
             self.watcher.consumer = self.watcher._admin = None
@@ -257,6 +286,13 @@ class LiveDashboard:
                 self.peaks[f"lag_{name}"] = max(self.peaks.get(f"lag_{name}", 0), value)
         if fresh is not None:
             self.peaks["fresh_s_min"] = min(self.peaks.get("fresh_s_min", fresh), fresh)
+        if self.serve_on.value and self.service is not None:
+            self.service.sample()
+            if self.service.up:  # until then the requests wait (the newest 500 of them)
+                with self._lock:
+                    waiting = list(self.watcher.state.to_match)
+                    self.watcher.state.to_match.clear()
+                self.forwarder.offer(waiting)
 
     def refresh(self) -> None:
         """Redraw every chart from the current state, in place."""
@@ -272,6 +308,9 @@ class LiveDashboard:
             c.draw_map(state, now, window, area, kind)
             c.draw_health(state.health_frame(now, window), window)
             c.draw_rejects(state.recent_rejects(now, window))
+            if self.service is not None:
+                c.draw_service(self.service.points, now, window)
+            c.draw_drift(self.service.drift if self.service else {}, self._service_note())
             c.draw()
             if len(rates):
                 per_s = rates.sum(axis=1).tail(10).mean()
@@ -298,6 +337,15 @@ class LiveDashboard:
             f"<table>{''.join(rows)}</table></div>"
         )
 
+    def _service_note(self) -> str:
+        if self.service is None:
+            return "no services.match_url in the profile"
+        if not self.serve_on.value:
+            return "press 'match service' to send it the live requests"
+        if not self.service.up:
+            return "waiting for the service to answer"
+        return "no drift figure yet (100 scored candidates needed; push-online on?)"
+
     def summary(self) -> dict:
         """What the dashboard saw, for the notebook's record."""
         state = self.watcher.state
@@ -311,6 +359,19 @@ class LiveDashboard:
             "last_lag": last[1],
             "last_fresh_s": last[2],
             "peaks": {k: round(float(v), 3) for k, v in self.peaks.items()},
+            "service": self._service_summary(),
             "running": self.bg.pids(),
             "processes": self.bg.states(),
+        }
+
+    def _service_summary(self) -> dict:
+        if self.service is None or self.forwarder is None:
+            return {}
+        points = [p for p in self.service.points if p[2] is not None]
+        return {
+            **self.forwarder.counts,
+            "last_failure": self.forwarder.last_failure,
+            "last_rate": round(points[-1][1], 2) if points else None,
+            "last_p99_ms": round(points[-1][2], 2) if points else None,
+            "drift": {k: round(v, 3) for k, v in self.service.drift.items()},
         }

@@ -39,6 +39,7 @@ COMMANDS: dict[str, list[str]] = {
     "generator": ["generate", "--mode", "realtime"],
     "etl": ["etl", "--mode", "follow"],
     "push": ["push-online", "--mode", "follow"],
+    "serve": ["serve"],  # the match service, for 06 (views.service_client)
 }
 # Grace periods of a stop: SIGINT (flush and commit), then SIGTERM, then SIGKILL.
 STOP_GRACE_S = (8.0, 3.0)

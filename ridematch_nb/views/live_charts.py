@@ -1,4 +1,4 @@
-"""The live notebook's six charts: one matplotlib figure on an ipympl canvas whose
+"""The live notebook's eight charts: one matplotlib figure on an ipympl canvas whose
 artists are made once and moved on every refresh (``set_data``, ``set_offsets``, bar
 heights), so memory stays flat however long the dashboard runs. ``dashboard`` owns the
 widgets and threads and calls ``Charts.draw_*`` with the watcher's state.
@@ -26,19 +26,27 @@ TITLES = {
     "lag": "consumer lag (records not committed)",
     "fresh": "online freshness: age of the newest online value (s)",
     "rejects": "rejected values by reason (window)",
+    "service": "match service: requests/s and p99 (from its /metrics)",
+    "drift": "match service: feature drift (KS statistic)",
 }
 
 
 class Charts:
-    """The six charts: one figure, artists made once and moved on every refresh."""
+    """The eight charts: one figure, artists made once and moved on every refresh."""
 
     def __init__(self, groups: dict[str, str]) -> None:
         from ipympl.backend_nbagg import Canvas, FigureManager
 
-        self.fig = Figure(figsize=(11, 10.5), layout="constrained")
+        self.fig = Figure(figsize=(11, 13), layout="constrained")
         self.ax = self.fig.subplot_mosaic(
-            [["rates", "status"], ["map", "lag"], ["map", "fresh"], ["rejects", "rejects"]],
-            height_ratios=[1, 1, 1, 0.7],
+            [
+                ["rates", "status"],
+                ["map", "lag"],
+                ["map", "fresh"],
+                ["rejects", "rejects"],
+                ["service", "drift"],
+            ],
+            height_ratios=[1, 1, 1, 0.7, 0.9],
         )
         for name, ax in self.ax.items():
             ax.set_title(TITLES[name], fontsize=10)
@@ -70,8 +78,13 @@ class Charts:
         }
         self.ax["lag"].legend(fontsize=8, loc="upper left")
         self.fresh = self.ax["fresh"].plot([], [], marker=".", color="#2ca02c")[0]
-        for name in ("lag", "fresh"):
+        for name in ("lag", "fresh", "service"):
             self.ax[name].set_xlabel("seconds ago", fontsize=8)
+        self.served = self.ax["service"].plot([], [], marker=".", label="requests/s")[0]
+        self.p99_ax = self.ax["service"].twinx()
+        self.p99_ax.tick_params(labelsize=8)
+        self.p99 = self.p99_ax.plot([], [], marker=".", color="#d62728", label="p99 ms")[0]
+        self.ax["service"].legend(handles=[self.served, self.p99], fontsize=8, loc="upper left")
         self.canvas = Canvas(self.fig)
         FigureManager(self.canvas, 0)
         self.canvas.header_visible = False
@@ -120,6 +133,32 @@ class Charts:
         _autoscale_y(self.ax["fresh"], ok["fresh_s"] if len(ok) else [])
         for name in ("lag", "fresh"):
             self.ax[name].set_xlim(-window, 0)
+
+    def draw_service(self, points, now: float, window: int) -> None:
+        """``points``: (time, requests/s, p99 ms) of each scrape of the service."""
+        recent = [(at - now, rate, p99) for at, rate, p99 in points if now - at <= window]
+        ago = [p[0] for p in recent]
+        self.served.set_data(ago, [p[1] for p in recent])
+        kept = [(a, p) for a, _, p in recent if p is not None]
+        self.p99.set_data([a for a, _ in kept], [p for _, p in kept])
+        _autoscale_y(self.ax["service"], [p[1] for p in recent])
+        _autoscale_y(self.p99_ax, [p for _, p in kept])
+        self.ax["service"].set_xlim(-window, 0)
+
+    def draw_drift(self, drift: dict[str, float], note: str) -> None:
+        """Features come with the first scrape that has enough values: drawn afresh."""
+        ax = self.ax["drift"]
+        ax.clear()
+        ax.set_title(TITLES["drift"], fontsize=10)
+        ax.tick_params(labelsize=8)
+        if drift:
+            names = sorted(drift)
+            ax.barh(names, [drift[n] for n in names], color="#4C72B0")
+            ax.set_xlim(0, 1)
+        else:
+            ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
 
     def draw_rejects(self, rejects) -> None:
         """Reasons come and go, so this one chart is drawn afresh (a few bars at most)."""

@@ -319,7 +319,7 @@ def metric_by_hour(
 def latency(timings: pd.DataFrame) -> Figure:
     """Distribution of match latency, whole and by part (milliseconds)."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    parts = ["candidates", "features", "scoring", "total"]
+    parts = [p for p in ("candidates", "features", "scoring", "total", "http") if p in timings]
     ax.boxplot([timings[p] for p in parts], tick_labels=parts, orientation="horizontal")
     ax.set_xscale("log")  # the first lookups warm Feast's caches: keep the outliers visible
     ax.set_xlabel("milliseconds (log scale)")

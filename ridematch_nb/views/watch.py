@@ -72,6 +72,7 @@ class StreamState:
     rejects: deque = field(default_factory=lambda: deque(maxlen=5000))  # (second, reason)
     totals: Counter = field(default_factory=Counter)
     health: deque = field(default_factory=lambda: deque(maxlen=HISTORY_S + 1))
+    to_match: deque = field(default_factory=lambda: deque(maxlen=500))  # for the service
 
     def _bucket(self, second: int) -> Counter:
         if not self.per_second or self.per_second[-1][0] < second:
@@ -99,6 +100,7 @@ class StreamState:
                 self.drivers[event["driver_id"]] = (event["status"], lat, lon, area)
             elif kind == "rider_request":
                 self.requests[event["request_id"]] = [second, lat, lon, area]
+                self.to_match.append(event)
             else:
                 self.offers.append((second, lat, lon, area, event["accepted"]))
                 if event["accepted"] or event["offer_rank"] >= MAX_OFFERS:

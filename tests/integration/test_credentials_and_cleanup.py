@@ -23,6 +23,19 @@ def test_the_stack_redis_has_a_password_from_the_secrets_file(settings):
     assert redis.Redis.from_url(settings.redis_url).ping()
 
 
+def test_the_stack_writes_the_match_services_admin_token_beside_its_keys(settings):
+    from ridematch_nb.config import ADMIN_TOKEN_KEY, read_env_file
+
+    written = read_env_file(settings.secrets_file)
+    assert settings.admin_token and len(settings.admin_token) >= 20
+    assert written[ADMIN_TOKEN_KEY] == settings.admin_token
+    assert settings.admin_token not in repr(settings)
+    assert written[ADMIN_TOKEN_KEY] not in (
+        settings.redis_password,
+        written["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 @pytest.mark.parametrize("who", ["anonymous", "wrong-password"])
 def test_redis_refuses_a_client_without_valid_credentials(settings, who):
     url = f"redis://127.0.0.1:{settings.redis_port}/0"

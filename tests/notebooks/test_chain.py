@@ -133,13 +133,16 @@ def test_match_serves_ranked_idle_drivers_with_no_offline_online_skew(chain):
     assert rec["requests"] == param("06_match", "n_requests")
     assert 0 < rec["matched"] <= rec["requests"]
     assert rec["skew_checked"] > 0 and rec["skew_mismatches"] == 0
+    assert rec["served_by"] == "started here"  # no service of the chain's run was running
     parts = rec["latency_ms"]
-    assert set(parts) == {"candidates", "features", "scoring", "total"}
+    assert set(parts) == {"candidates", "features", "scoring", "total", "http"}
     assert rec["p50_total_ms"] == parts["total"]["p50_ms"] > 0
-    # each request's total is the sum of its parts, so every quantile of the total is at
-    # least that quantile of each part
+    # each request's total is the sum of its parts, and its round trip spans the total,
+    # so every quantile of the total is at least that of each part, and the round trip's
+    # at least the total's
     for q in ("p50_ms", "p95_ms", "p99_ms"):
         assert all(parts["total"][q] >= parts[p][q] for p in ("candidates", "features", "scoring"))
+        assert parts["http"][q] >= parts["total"][q]
 
 
 def test_the_replay_holds_five_policies_fairly_and_a_long_pickup_costs_riders(chain):
@@ -255,6 +258,7 @@ def test_executed_notebooks_hold_no_endpoints(chain, settings):
         settings.kafka_bootstrap,
         settings.s3_endpoint.split("://")[-1],
         settings.redis_url.split("://")[-1].split("/")[0],
+        "http://127.0.0.1",  # the match service 06 called (on the profile's or a free port)
     ]
     for path in chain.run_dir.rglob("*.ipynb"):
         text = path.read_text()

@@ -9,12 +9,16 @@ import tempfile
 import time
 
 import httpx
+import pandas as pd
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT
 from ridematch_nb.features import store as features
+from ridematch_nb.features.online import OnlineReader, index_key
+from ridematch_nb.features.redis_io import redis_client
 from ridematch_nb.lake import storage
-from ridematch_nb.model import matching, training
+from ridematch_nb.model import drift, matching, training
+from ridematch_nb.model.service import request_body
 from ridematch_nb.runs import model_folder
 from tests.conftest import TEST_PARAMS
 from tests.helpers.ports import free_port
@@ -82,18 +86,6 @@ def requests(settings):
     return table.sort_values("timestamp").tail(30).to_dict("records")
 
 
-def body_of(request: dict, top_k: int = 5) -> dict:
-    return {
-        "rider_id": request["request_id"],
-        "rider_lat": request["origin_lat"],
-        "rider_lon": request["origin_lon"],
-        "top_k": top_k,
-        "dest_lat": request["dest_lat"],
-        "dest_lon": request["dest_lon"],
-        "timestamp": request["timestamp"].isoformat(),
-    }
-
-
 def test_match_answers_the_originals_shape_with_what_the_matcher_ranks(
     service, chain, settings, requests
 ):
@@ -102,7 +94,7 @@ def test_match_answers_the_originals_shape_with_what_the_matcher_ranks(
     matcher = matching.Matcher(settings, fs, trained, fs.project)
     answered = 0
     for request in requests:
-        reply = httpx.post(f"{service}/match", json=body_of(request, top_k=3), timeout=10)
+        reply = httpx.post(f"{service}/match", json=request_body(request, top_k=3), timeout=10)
         assert reply.status_code == 200, reply.text
         got = reply.json()
         expected = matcher.match(request).ranked.head(3)
@@ -123,7 +115,7 @@ def test_match_answers_the_originals_shape_with_what_the_matcher_ranks(
 
 
 def test_explain_adds_the_pickup_the_model_and_the_parts_times(service, chain, requests):
-    reply = httpx.post(f"{service}/match?explain=true", json=body_of(requests[-1]), timeout=10)
+    reply = httpx.post(f"{service}/match?explain=true", json=request_body(requests[-1]), timeout=10)
     got = reply.json()
     assert got["model_version"] == chain.run_dir.name
     assert set(got["timings_ms"]) == {"candidates", "features", "scoring", "total"}
@@ -152,7 +144,7 @@ def test_no_candidates_is_an_empty_list_with_the_reason(service):
     ],
 )
 def test_a_wrong_field_gets_a_4xx_that_names_it(service, requests, change, field):
-    body = {**body_of(requests[-1]), **change}
+    body = {**request_body(requests[-1]), **change}
     body = {k: v for k, v in body.items() if v is not None}
     reply = httpx.post(f"{service}/match", json=body, timeout=10)
     assert reply.status_code == 422, reply.text
@@ -166,10 +158,8 @@ def test_a_body_that_is_not_json_gets_a_4xx(service):
     assert reply.status_code == 422 and "json" in reply.text.lower()
 
 
-def test_health_ready_and_metrics_that_count_what_was_served(service):
+def test_health_and_metrics_that_count_what_was_served(service):
     assert httpx.get(f"{service}/health").json() == {"status": "alive"}
-    ready = httpx.get(f"{service}/ready")
-    assert ready.status_code == 200 and ready.json()["ready"] is True
     served = 'match_request_latency_seconds_count{outcome="2xx",path="/match"}'
     before = _sample(service, served)
     bad = _sample(service, 'match_errors_total{error_type="bad_request"}')
@@ -182,6 +172,87 @@ def test_health_ready_and_metrics_that_count_what_was_served(service):
     text = httpx.get(f"{service}/metrics").text
     for name in ("match_part_seconds", "match_candidates", "prediction_scores"):
         assert f"{name}_count" in text
+
+
+def test_ready_names_stale_online_values_until_they_are_fresh(service, settings):
+    """The chain's day is simulated in the past: answered, but not ready. One idle
+    driver's values written again with the time of now make both views fresh."""
+    ready = httpx.get(f"{service}/ready", timeout=10)
+    assert ready.status_code == 503 and ready.json()["ready"] is False, ready.text
+    online = ready.json()["online"]
+    assert "driver_state" in online and "TTL 0:30:00" in online and "stale" in online
+    assert ready.json()["redis"].startswith("ok") and ready.json()["model"]
+    fs = features.store(settings)
+    reader = OnlineReader(fs, settings, features.FEATURE_SERVICE)
+    driver = redis_client(settings).zrange(index_key(fs.project), 0, 0)[0].decode()
+    values = reader.columns([driver])
+    now = pd.Timestamp.now(tz="UTC")
+    for view in reader.views:
+        names = [f.name for f in fs.get_feature_view(view).features]
+        row = {"driver_id": [driver], "timestamp": [now], **{n: values[n] for n in names}}
+        fs.write_to_online_store(view, pd.DataFrame(row))
+    ready = httpx.get(f"{service}/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
+    assert ready.json()["online"].startswith("fresh")
+
+
+def test_drift_is_exported_per_model_feature_once_the_window_fills(
+    service, chain, settings, requests
+):
+    model = training.load(model_folder(chain.run_dir), features.store(settings))
+    assert (model_folder(chain.run_dir) / drift.REFERENCE_FILE).is_file()
+    scored = 0
+    while scored < drift.MIN_LIVE:
+        for request in requests:
+            reply = httpx.post(f"{service}/match", json=request_body(request, top_k=50), timeout=10)
+            scored += len(reply.json()["matches"])
+    got = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in httpx.get(f"{service}/metrics").text.splitlines()
+        if line.startswith("feature_drift_score{")
+    }
+    assert set(got) == set(model.features)
+    assert all(0 <= v <= 1 for v in got.values())
+
+
+def test_admin_reload_needs_the_token_and_swaps_the_model_under_load(
+    service, chain, settings, requests, tmp_path
+):
+    """A copy of the chain's model as another run, swapped in while k6 sends 50
+    requests/s: every request answered, and the next ones name the new run."""
+    import json
+    import shutil
+    import threading
+
+    from ridematch_nb.bench.serve import k6_run
+
+    other = tmp_path / "20991231-000000-copy"
+    shutil.copytree(model_folder(chain.run_dir), other / "model")
+    admin = f"{service}/admin/reload"
+    assert settings.admin_token
+    assert httpx.post(admin, json={"run": str(other)}).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert httpx.post(admin, json={"run": str(other)}, headers=wrong).status_code == 401
+    token = {"Authorization": f"Bearer {settings.admin_token}"}
+    missing = httpx.post(admin, json={"run": str(tmp_path / "none")}, headers=token, timeout=30)
+    assert missing.status_code == 409 and "no model in" in missing.json()["detail"]
+
+    bodies = [json.dumps(request_body(r)) for r in requests]
+    load: dict = {}
+    sender = threading.Thread(
+        target=lambda: load.update(k6_run(f"{service}/match", bodies, rate=50, duration_s=6))
+    )
+    sender.start()
+    time.sleep(2)
+    swapped = httpx.post(admin, json={"run": str(other)}, headers=token, timeout=60)
+    sender.join()
+    assert swapped.status_code == 200, swapped.text
+    assert swapped.json() == {"model_version": other.name, "previous": chain.run_dir.name}
+    assert load["requests"] >= 290 and load["errors"] == 0 and load["dropped"] == 0
+    reply = httpx.post(f"{service}/match?explain=true", json=request_body(requests[-1]), timeout=10)
+    assert reply.json()["model_version"] == other.name
+    back = httpx.post(admin, json={"run": str(chain.run_dir)}, headers=token, timeout=60)
+    assert back.json()["model_version"] == chain.run_dir.name
 
 
 def _sample(service: str, name: str) -> float:
@@ -198,21 +269,22 @@ def test_redis_away_gives_503s_naming_redis_and_the_service_comes_back_by_itself
     proxy = Proxy(settings.redis_port)
     through = settings.redis_url.replace(f":{settings.redis_port}/", f":{proxy.port}/")
     assert through != settings.redis_url
-    body = body_of(requests[-1])
+    body = request_body(requests[-1])
     with running_service(chain.run_dir, {"RIDEMATCH_REDIS_URL": through}) as url:
         assert httpx.post(f"{url}/match", json=body, timeout=10).status_code == 200
         proxy.stop()
         replies = [httpx.post(f"{url}/match", json=body, timeout=10) for _ in range(5)]
         assert [r.status_code for r in replies] == [503] * 5
         assert all("Redis" in r.json()["detail"] for r in replies)
-        assert httpx.get(f"{url}/ready", timeout=10).status_code == 503
+        down = httpx.get(f"{url}/ready", timeout=10)
+        assert down.status_code == 503 and "Redis" in down.json()["redis"]
         back = Proxy(settings.redis_port, port=proxy.port)
         try:
             deadline = time.monotonic() + 15
             while httpx.post(f"{url}/match", json=body, timeout=10).status_code != 200:
                 assert time.monotonic() < deadline, "the service did not recover"
                 time.sleep(0.2)
-            assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
+            assert httpx.get(f"{url}/ready", timeout=10).json()["redis"].startswith("ok")
             errors = 'match_errors_total{error_type="redis"}'
             assert _sample(url, errors) >= 5
         finally:
@@ -305,3 +377,16 @@ def test_fuzzed_bodies_from_the_services_own_schema_never_get_a_500(service):
             assert all(e["loc"] for e in reply.json()["detail"])
 
     check()
+
+
+def test_the_load_generator_sends_at_the_asked_rate_and_reads_every_answer(service, requests):
+    """bench --serve's k6 run (open-loop, constant arrival rate), briefly: the figures it
+    reports come from k6's own summary of what it sent and got."""
+    import json
+
+    from ridematch_nb.bench.serve import k6_run
+
+    bodies = [json.dumps(request_body(r)) for r in requests]
+    got = k6_run(f"{service}/match", bodies, rate=20, duration_s=3)
+    assert 55 <= got["requests"] <= 62 and got["errors"] == 0 and got["dropped"] == 0
+    assert 0 < got["p50_ms"] <= got["p99_ms"] <= got["max_ms"]

@@ -132,3 +132,28 @@ def test_redis_password_goes_into_the_url_and_never_into_its_address():
     own = settings.with_overrides(redis_url=redis_url_with_password(settings.redis_url, "mine"))
     kept = with_stack_redis_password(own, {"RIDEMATCH_REDIS_PASSWORD": "s3cr3t-pw"})
     assert kept.redis_password == "mine"  # a URL with its own password wins
+
+
+def test_the_match_service_address_and_admin_token_come_from_the_profile(tmp_path):
+    s = load_settings(LOCAL, env={})
+    assert s.match_address == ("127.0.0.1", 18000)
+    moved = load_settings(LOCAL, env={"RIDEMATCH_MATCH_URL": "http://127.0.0.1:18123/"})
+    assert moved.match_address == ("127.0.0.1", 18123)
+    secrets = write(tmp_path, "RIDEMATCH_ADMIN_TOKEN=from-file\n", "s.env")
+    params = write(
+        tmp_path, f"extends: {Path(LOCAL).resolve()}\nservices:\n  secrets_file: {secrets}\n"
+    )
+    assert load_settings(params, env={}).admin_token == "from-file"
+    chosen = load_settings(params, env={"RIDEMATCH_ADMIN_TOKEN": "mine"})
+    assert chosen.admin_token == "mine" and "mine" not in repr(chosen)
+    text = Path(LOCAL).read_text().replace('"http://127.0.0.1:18000"', '"http://127.0.0.1"')
+    with pytest.raises(ConfigError, match=r"services\.match_url"):
+        load_settings(write(tmp_path, text), env={})
+    unset = write(
+        tmp_path,
+        "services:\n  kafka_bootstrap: 'h:1'\n  topic: t\n  s3_endpoint: "
+        "'http://h:2'\n  s3_region: r\n  bucket: b\n  redis_url: 'redis://h:3/0'\n",
+        "u.yaml",
+    )
+    with pytest.raises(ConfigError, match=r"services\.match_url is not set"):
+        load_settings(unset, env={}).match_address  # noqa: B018

@@ -1,0 +1,116 @@
+"""The match service's Prometheus metrics (a registry of its own, feature drift computed
+at each scrape) and the ASGI middleware that times each whole request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from ridematch_nb.model import drift
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+class DriftCollector:
+    """``feature_drift_score{feature_name}``, computed at each scrape from the served
+    model's window (none before ``drift.MIN_LIVE`` values, none for a model saved without
+    a reference)."""
+
+    def __init__(self, window: Callable[[], drift.DriftWindow | None]) -> None:
+        self.window = window
+
+    def describe(self):
+        return [self._family()]
+
+    def collect(self):
+        family, window = self._family(), self.window()
+        for feature, score in (window.scores() if window else {}).items():
+            family.add_metric([feature], score)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "feature_drift_score",
+            "Two-sample Kolmogorov-Smirnov statistic of each model feature: the last "
+            f"{drift.WINDOW} scored candidates against the training set's sample",
+            labels=["feature_name"],
+        )
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, window: Callable[[], drift.DriftWindow | None]) -> None:
+        self.registry = r = CollectorRegistry()
+        r.register(DriftCollector(window))
+        self.latency = Histogram(
+            "match_request_latency_seconds",
+            "Whole request, first byte read to last byte written, by path and outcome",
+            ["path", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.parts = Histogram(
+            "match_part_seconds",
+            "Time of each part of a match",
+            ["part"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter("match_errors_total", "Errors by kind", ["error_type"], registry=r)
+        self.candidates = Histogram(
+            "match_candidates",
+            "Idle drivers found within the radius, per request",
+            buckets=(0, 1, 2, 5, 10, 20, 50),
+            registry=r,
+        )
+        self.missing = Counter(
+            "feature_missing_total",
+            "Candidates the online store had no value for, by feature",
+            ["feature_name"],
+            registry=r,
+        )
+        self.scores = Histogram(
+            "prediction_scores",
+            "The model's acceptance scores of ranked candidates",
+            buckets=[i / 10 for i in range(11)],
+            registry=r,
+        )
+
+
+class TimedApp:
+    """ASGI middleware: each request's time from the first byte read (or its arrival, when
+    it has no body) to the last byte written, by path and outcome (the status class)."""
+
+    def __init__(self, app, histogram: Histogram) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = [time.perf_counter()]
+        status = [500]
+        first_read = [True]
+
+        async def timed_receive():
+            message = await receive()
+            if first_read[0]:
+                first_read[0] = False
+                start[0] = time.perf_counter()
+            return message
+
+        async def timed_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                outcome = f"{status[0] // 100}xx"
+                self.histogram.labels(scope["path"], outcome).observe(
+                    time.perf_counter() - start[0]
+                )
+
+        await self.app(scope, timed_receive, timed_send)

@@ -1,0 +1,98 @@
+"""The match service as a notebook calls it: the one at ``services.match_url`` when it
+serves the notebook's run, else one the notebook starts (``python -m ridematch_nb
+serve``, tied to the kernel like the live view's processes) and stops when done.
+
+    service = service_client.connect(settings, run)
+    answer = service.match(request, top_k=5)  # the service's JSON, ?explain=true
+    service.close()  # stops the service only if this started it
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from ridematch_nb.config import Settings
+from ridematch_nb.model.service import request_body
+from ridematch_nb.views.live import Background
+
+START_TIMEOUT_S = 120.0
+
+
+def served_run(url: str) -> str | None:
+    """The run whose model the service at ``url`` serves; None when nothing answers."""
+    try:
+        return httpx.get(f"{url}/ready", timeout=5).json().get("model_version")
+    except (httpx.TransportError, ValueError):
+        return None
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceClient:
+    """Calls to one match service over HTTP (one connection, kept alive)."""
+
+    def __init__(self, url: str, started: Background | None, note: str) -> None:
+        self.url, self.started, self.note = url, started, note
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def match(self, request: dict, top_k: int = 5, radius_km: float | None = None) -> dict:
+        """``POST /match?explain=true`` for a lake request, plus ``http_ms``: the round
+        trip as this client saw it."""
+        t0 = time.perf_counter()
+        reply = self.http.post(
+            "/match", params={"explain": "true"}, json=request_body(request, top_k, radius_km)
+        )
+        took = (time.perf_counter() - t0) * 1e3
+        if reply.status_code != 200:
+            raise RuntimeError(f"POST {self.url}/match answered {reply.status_code}: {reply.text}")
+        return {**reply.json(), "http_ms": took}
+
+    def metrics(self) -> str:
+        return self.http.get("/metrics").text
+
+    def close(self) -> None:
+        self.http.close()
+        if self.started is not None:
+            self.started.close()
+
+
+def connect(settings: Settings, run: Path, log_dir: Path | None = None) -> ServiceClient:
+    """The service serving ``run``'s model: the profile's if it does, else one started
+    here (at the profile's address when free, else on a free port)."""
+    url = settings.match_url
+    found = served_run(url)
+    if found == run.name:
+        return ServiceClient(url, None, f"using the running service (model of {found})")
+    _, port = settings.match_address
+    if found is not None or not _port_is_free(port):
+        port = _free_port()  # the profile's port serves something else: leave it be
+    background = Background(settings, log_dir or run / "logs")
+    background.start("serve", "--run", str(run), "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while served_run(url) != run.name:
+        if background.procs["serve"].popen.poll() is not None:
+            raise RuntimeError(
+                "the match service exited: " + " | ".join(background.tail("serve", 8))
+            )
+        if time.monotonic() > deadline:
+            background.close()
+            raise RuntimeError(
+                f"the match service did not answer at {url} in {START_TIMEOUT_S:g} s"
+            )
+        time.sleep(0.3)
+    why = "" if found is None else f" (the profile's serves {found})"
+    return ServiceClient(url, background, f"started a service for {run.name}{why}")
