@@ -93,7 +93,7 @@ def small_model_run(folder) -> str:
 
 
 def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, tmp_path):
-    duration = 40
+    duration = 60  # push-online starts after an apply: on a busy CI machine that takes a while
     out = tmp_path / "watch_live.ipynb"
     env = {**live_env(), "RIDEMATCH_MATCH_URL": f"http://127.0.0.1:{free_port()}"}
     t0 = time.monotonic()
