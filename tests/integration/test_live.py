@@ -130,7 +130,7 @@ def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, 
     assert seen["peaks"]["fresh_s_min"] < 5.0
     # the live requests went to the match service, whose own metrics the panel read
     service = seen["service"]
-    assert service["answered"] >= duration // 2 and service["failed"] == 0, service
+    assert service["answered"] >= 10 and service["failed"] == service["dropped"] == 0, service
     assert service["last_rate"] is not None and service["last_p99_ms"] > 0, service
     assert set(service["drift"]) <= set(MODEL_FEATURES)
     executed = out.read_text()
