@@ -11,10 +11,8 @@ import psutil
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT, resolve_path
-from ridematch_nb.model.training import MODEL_FEATURES
 from ridematch_nb.runs import load_record
 from tests.conftest import TEST_PARAMS
-from tests.helpers.ports import free_port
 
 LIVE_TOPIC = "ridematch-events-ci-live"  # apart from the chain's topic
 LIVE_PREFIX = "ci-live"  # and its lake and Feast project
@@ -77,25 +75,9 @@ def test_background_processes_die_with_their_owner(stack, tmp_path, unique, how)
         assert "✅ Done:" not in generator_log
 
 
-def small_model_run(folder) -> str:
-    """A run folder holding a small model (and its drift reference) for the service."""
-    import pandas as pd
-
-    from ridematch_nb.features.store import FEATURE_SERVICE
-    from ridematch_nb.model import training
-
-    rows = pd.DataFrame({f: [0.0, 1.0, 0.5, 0.2] * 50 for f in training.MODEL_FEATURES})
-    rows["accepted"] = [True, False, True, False] * 50
-    rows["timestamp"] = pd.Timestamp("2026-10-05", tz="UTC")
-    trained = training.train(rows, FEATURE_SERVICE, max_iter=5, early_stopping=False)
-    training.save(trained, folder / "model", reference=rows)
-    return str(folder)
-
-
 def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, tmp_path):
-    duration = 60  # push-online starts after an apply: on a busy CI machine that takes a while
+    duration = 40
     out = tmp_path / "watch_live.ipynb"
-    env = {**live_env(), "RIDEMATCH_MATCH_URL": f"http://127.0.0.1:{free_port()}"}
     t0 = time.monotonic()
     subprocess.run(
         [
@@ -107,9 +89,8 @@ def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, 
             *("-p", "n_drivers", "200", "-p", "request_rate", "2.0"),
             *("-p", "etl_group", "ridematch-etl-live-test"),
             *("-p", "push_group", "ridematch-online-push-live-test"),
-            *("-p", "start_service", "True", "-p", "serve_run", small_model_run(tmp_path)),
         ],
-        env=env,
+        env=live_env(),
         check=True,
         capture_output=True,
         timeout=300,
@@ -118,8 +99,7 @@ def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, 
     seen = load_record(tmp_path, "watch_live")
     assert gone_within(LIVE_TOPIC, 5) == []
     assert seen["running"] == {}
-    # each stopped cleanly
-    assert seen["exit_codes"] == {"generator": 0, "etl": 0, "push": 0, "serve": 0}
+    assert seen["exit_codes"] == {"generator": 0, "etl": 0, "push": 0}  # each stopped cleanly
     # it watched: the charts refreshed about once a second, and the stream moved them
     assert seen["refreshes"] >= duration // 2
     assert seen["seen"].get("driver_update", 0) >= 5 * duration
@@ -128,11 +108,6 @@ def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, 
     # the ETL committed what it landed and the push loop kept the online store fresh
     assert seen["peaks"]["lag_etl"] > 0 and seen["last_lag"]["push"] is not None
     assert seen["peaks"]["fresh_s_min"] < 5.0
-    # the live requests went to the match service, whose own metrics the panel read
-    service = seen["service"]
-    assert service["answered"] >= 10 and service["failed"] == service["dropped"] == 0, service
-    assert service["last_rate"] is not None and service["last_p99_ms"] > 0, service
-    assert set(service["drift"]) <= set(MODEL_FEATURES)
     executed = out.read_text()
     assert '"output_type": "error"' not in executed
     assert str(stack.settings.kafka_bootstrap) not in executed
