@@ -146,7 +146,11 @@ class Charts:
         self.ax["service"].set_xlim(-window, 0)
 
     def draw_drift(self, drift: dict[str, float], note: str) -> None:
-        """Features come with the first scrape that has enough values: drawn afresh."""
+        """Features come with the first scrape that has enough values: drawn afresh,
+        only when what it shows changed (a redraw of the axes is not free)."""
+        if (drift, note) == getattr(self, "_drift_shown", None):
+            return
+        self._drift_shown = (dict(drift), note)
         ax = self.ax["drift"]
         ax.clear()
         ax.set_title(TITLES["drift"], fontsize=10)
