@@ -76,7 +76,7 @@ def test_background_processes_die_with_their_owner(stack, tmp_path, unique, how)
 
 
 def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, tmp_path):
-    duration = 60  # the ETL commits after its first chunk: on a slow, busy machine that takes a while
+    duration = 60  # the ETL commits after its first chunk: on a slow, busy machine, a while
     out = tmp_path / "watch_live.ipynb"
     t0 = time.monotonic()
     subprocess.run(
