@@ -1,11 +1,30 @@
-"""A child process's life tied to its parent's: what the ETL's writer process and the
-live notebook's background commands share, so neither outlives a parent that dies."""
+"""Processes: a child's life tied to its parent's (what the ETL's writer process and the
+live notebook's background commands share, so neither outlives a parent that dies), and
+a process started again with variables in its environment (the package reads the
+environment; it never writes it)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import sys
+from collections.abc import Mapping
+
+STARTED_AGAIN = "RIDEMATCH_STARTED_AGAIN"  # set in the one restart, so there is only one
+
+
+def start_again_with(wanted: Mapping[str, str]) -> None:
+    """Return at once when the environment holds ``wanted``; else replace this process
+    with the same command line (``sys.orig_argv``: a script or ``-m``, as it was
+    started) and ``wanted`` in its environment, as a shell that exported them would
+    have started it. Once only: a second time without them is an error."""
+    if all(os.environ.get(k) == v for k, v in wanted.items()):
+        return
+    if os.environ.get(STARTED_AGAIN):
+        raise SystemExit(f"started again with {sorted(wanted)} and still without them")
+    env = {**os.environ, **wanted, STARTED_AGAIN: "1"}
+    os.execve(sys.executable, sys.orig_argv, env)
 
 
 def die_with_parent(parent: int) -> None:

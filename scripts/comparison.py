@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ridematch_nb.features import offline
 from ridematch_nb.features import store as features
+from ridematch_nb.process import start_again_with
 from tests.helpers.crafted_lake import (
     STATE,
     STATS,
@@ -33,23 +34,17 @@ from tests.helpers.crafted_lake import (
 __all__ = ["STATE", "STATS", "TTL", "crafted_updates", "features", "land", "retrieve"]
 
 # Marks a process already started with the environment below (so it re-executes once).
-STARTED_WITH_ENV = "RIDEMATCH_COMPARISON_ENV"
 
 
 def start_with_store_env(settings, spark: bool = False) -> None:
     """Feast's Ray, dask and Spark stores take the lake's S3 keys from the environment
     only (``offline.feast_store_env``; Spark's workers also need PYSPARK_PYTHON). Rather
-    than write them into this running process, start it again once with them, as a shell
-    that exported them would have."""
+    than write them into this running process, start it again once with them
+    (``process.start_again_with``)."""
     wanted = offline.feast_store_env(settings)
     if spark:
         wanted["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
-    if all(os.environ.get(k) == v for k, v in wanted.items()):
-        return
-    if os.environ.get(STARTED_WITH_ENV):
-        raise SystemExit(f"started again with {sorted(wanted)} and still without them")
-    env = {**os.environ, **wanted, STARTED_WITH_ENV: "1"}
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    start_again_with(wanted)
 
 
 def same(a: pd.Series, b: pd.Series) -> pd.Series:

@@ -308,22 +308,23 @@ def serve(
     workers: int = 1,
 ) -> None:
     """Run the service until Ctrl+C (at ``services.match_url`` unless told otherwise): in
-    this process, or in ``workers`` processes that uvicorn starts from an import string
-    (they read the profile and run from the environment this sets for them)."""
-    import os
-
+    this process, or in ``workers`` processes that uvicorn starts from an import string.
+    Those read the profile and run from their environment, so this command starts
+    itself again once with both in it rather than write its own environment."""
     import uvicorn
+
+    from ridematch_nb.process import start_again_with
 
     if host is None or port is None:
         default_host, default_port = settings.match_address
         host, port = host or default_host, port or default_port
     run = run or newest_run()
+    if workers > 1:
+        start_again_with({"RIDEMATCH_PARAMS": str(settings.params_file), SERVE_RUN_ENV: str(run)})
     url = f"http://{host}:{port}"
     print(f"serving the model of {run.name} at {url}/match, {workers} worker(s); Ctrl+C stops")
     options = {"host": host, "port": port, "log_level": "warning"}
     if workers == 1:
         uvicorn.run(create_app(settings, run), **options)
         return
-    os.environ["RIDEMATCH_PARAMS"] = str(settings.params_file)
-    os.environ[SERVE_RUN_ENV] = str(run)
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
