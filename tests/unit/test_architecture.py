@@ -32,6 +32,7 @@ TOP_LEVEL = {
     "geo": "base",
     "runs": "base",
     "process": "base",
+    "ports": "base",
     "pipeline": "entry",
     "cli": "entry",
     "__main__": "entry",
