@@ -25,7 +25,7 @@ import ipywidgets as widgets
 from ridematch_nb.config import ETL_GROUP, PUSH_GROUP, Settings
 from ridematch_nb.contract.events import EVENT_TYPES
 from ridematch_nb.views.live import Background
-from ridematch_nb.views.live_charts import Charts
+from ridematch_nb.views.live_charts import Charts, ServiceCharts
 from ridematch_nb.views.service_watch import Forwarder, ServiceWatch
 from ridematch_nb.views.watch import HOT_SPOTS, Watcher
 
@@ -82,6 +82,7 @@ class LiveDashboard:
         # the match service at the profile's address: scraped, and sent the live requests
         self.service = ServiceWatch(settings.match_url) if settings.match_url else None
         self.forwarder: Forwarder | None = None
+        self.service_charts: ServiceCharts | None = None
         self._lock = threading.RLock()  # state and figures: the refresh thread vs the controls
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -120,8 +121,8 @@ class LiveDashboard:
 
         controls = widgets.HBox([self.window, self.event_type, self.area])
         buttons = widgets.HBox([self.etl_on, self.push_on, self.serve_on, self.stop_button])
-        grid = widgets.VBox([self.charts.canvas, self.status])
-        self.widget = widgets.VBox([controls, buttons, grid])
+        self.grid = widgets.VBox([self.charts.canvas, self.status])
+        self.widget = widgets.VBox([controls, buttons, self.grid])
 
     # -- processes ----------------------------------------------------------------
 
@@ -148,6 +149,9 @@ class LiveDashboard:
             self._on_main(lambda: setattr(self.serve_on, "value", False))
             return False
         self.forwarder = self.forwarder or Forwarder(self.settings.match_url)
+        if self.service_charts is None:  # its charts appear with the first use
+            self.service_charts = ServiceCharts()
+            self.grid.children = (*self.grid.children, self.service_charts.canvas)
         self.watcher.state.to_match.clear()  # from now on, not what came before
         self.service.sample()
         return not self.service.up
@@ -308,9 +312,10 @@ class LiveDashboard:
             c.draw_map(state, now, window, area, kind)
             c.draw_health(state.health_frame(now, window), window)
             c.draw_rejects(state.recent_rejects(now, window))
-            if self.service is not None:
-                c.draw_service(self.service.points, now, window)
-            c.draw_drift(self.service.drift if self.service else {}, self._service_note())
+            if self.service_charts is not None:
+                self.service_charts.draw_service(self.service.points, now, window)
+                self.service_charts.draw_drift(self.service.drift, self._service_note())
+                self.service_charts.draw()
             c.draw()
             if len(rates):
                 per_s = rates.sum(axis=1).tail(10).mean()
@@ -338,8 +343,6 @@ class LiveDashboard:
         )
 
     def _service_note(self) -> str:
-        if self.service is None:
-            return "no services.match_url in the profile"
         if not self.serve_on.value:
             return "press 'match service' to send it the live requests"
         if not self.service.up:

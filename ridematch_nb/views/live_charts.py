@@ -1,6 +1,7 @@
-"""The live notebook's eight charts: one matplotlib figure on an ipympl canvas whose
-artists are made once and moved on every refresh (``set_data``, ``set_offsets``, bar
-heights), so memory stays flat however long the dashboard runs. ``dashboard`` owns the
+"""The live notebook's six charts (and the match service's two, in a figure of their
+own): matplotlib figures on ipympl canvases whose artists are made once and moved on
+every refresh (``set_data``, ``set_offsets``, bar heights), so memory stays flat however
+long the dashboard runs. ``dashboard`` owns the
 widgets and threads and calls ``Charts.draw_*`` with the watcher's state.
 """
 
@@ -26,27 +27,21 @@ TITLES = {
     "lag": "consumer lag (records not committed)",
     "fresh": "online freshness: age of the newest online value (s)",
     "rejects": "rejected values by reason (window)",
+}
+SERVICE_TITLES = {
     "service": "match service: requests/s and p99 (from its /metrics)",
     "drift": "match service: feature drift (KS statistic)",
 }
 
 
 class Charts:
-    """The eight charts: one figure, artists made once and moved on every refresh."""
+    """The six charts: one figure, artists made once and moved on every refresh."""
 
     def __init__(self, groups: dict[str, str]) -> None:
-        from ipympl.backend_nbagg import Canvas, FigureManager
-
-        self.fig = Figure(figsize=(11, 13), layout="constrained")
+        self.fig = Figure(figsize=(11, 10.5), layout="constrained")
         self.ax = self.fig.subplot_mosaic(
-            [
-                ["rates", "status"],
-                ["map", "lag"],
-                ["map", "fresh"],
-                ["rejects", "rejects"],
-                ["service", "drift"],
-            ],
-            height_ratios=[1, 1, 1, 0.7, 0.9],
+            [["rates", "status"], ["map", "lag"], ["map", "fresh"], ["rejects", "rejects"]],
+            height_ratios=[1, 1, 1, 0.7],
         )
         for name, ax in self.ax.items():
             ax.set_title(TITLES[name], fontsize=10)
@@ -78,18 +73,9 @@ class Charts:
         }
         self.ax["lag"].legend(fontsize=8, loc="upper left")
         self.fresh = self.ax["fresh"].plot([], [], marker=".", color="#2ca02c")[0]
-        for name in ("lag", "fresh", "service"):
+        for name in ("lag", "fresh"):
             self.ax[name].set_xlabel("seconds ago", fontsize=8)
-        self.served = self.ax["service"].plot([], [], marker=".", label="requests/s")[0]
-        self.p99_ax = self.ax["service"].twinx()
-        self.p99_ax.tick_params(labelsize=8)
-        self.p99 = self.p99_ax.plot([], [], marker=".", color="#d62728", label="p99 ms")[0]
-        self.ax["service"].legend(handles=[self.served, self.p99], fontsize=8, loc="upper left")
-        self.canvas = Canvas(self.fig)
-        FigureManager(self.canvas, 0)
-        self.canvas.header_visible = False
-        self.canvas.footer_visible = False
-        self.canvas.resizable = False
+        self.canvas = _canvas(self.fig)
 
     def draw(self) -> None:
         self.canvas.draw_idle()
@@ -134,6 +120,42 @@ class Charts:
         for name in ("lag", "fresh"):
             self.ax[name].set_xlim(-window, 0)
 
+    def draw_rejects(self, rejects) -> None:
+        """Reasons come and go, so this one chart is drawn afresh (a few bars at most)."""
+        ax = self.ax["rejects"]
+        ax.clear()
+        ax.set_title(TITLES["rejects"], fontsize=10)
+        ax.tick_params(labelsize=8)
+        if len(rejects):
+            ax.barh(list(rejects.index), rejects.to_numpy(), color="#d62728")
+        else:
+            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+
+class ServiceCharts:
+    """The match service's two charts, a figure of their own: made when the live view
+    first sends the service its requests, so a view without it draws nothing more
+    (a redraw of the six charts already takes most of a core's second here)."""
+
+    def __init__(self) -> None:
+        self.fig = Figure(figsize=(11, 2.8), layout="constrained")
+        self.ax = self.fig.subplot_mosaic([["service", "drift"]])
+        for name, ax in self.ax.items():
+            ax.set_title(SERVICE_TITLES[name], fontsize=10)
+            ax.tick_params(labelsize=8)
+        self.ax["service"].set_xlabel("seconds ago", fontsize=8)
+        self.served = self.ax["service"].plot([], [], marker=".", label="requests/s")[0]
+        self.p99_ax = self.ax["service"].twinx()
+        self.p99_ax.tick_params(labelsize=8)
+        self.p99 = self.p99_ax.plot([], [], marker=".", color="#d62728", label="p99 ms")[0]
+        self.ax["service"].legend(handles=[self.served, self.p99], fontsize=8, loc="upper left")
+        self.canvas = _canvas(self.fig)
+
+    def draw(self) -> None:
+        self.canvas.draw_idle()
+
     def draw_service(self, points, now: float, window: int) -> None:
         """``points``: (time, requests/s, p99 ms) of each scrape of the service."""
         recent = [(at - now, rate, p99) for at, rate, p99 in points if now - at <= window]
@@ -153,7 +175,7 @@ class Charts:
         self._drift_shown = (dict(drift), note)
         ax = self.ax["drift"]
         ax.clear()
-        ax.set_title(TITLES["drift"], fontsize=10)
+        ax.set_title(SERVICE_TITLES["drift"], fontsize=10)
         ax.tick_params(labelsize=8)
         if drift:
             names = sorted(drift)
@@ -164,18 +186,17 @@ class Charts:
             ax.set_xticks([])
             ax.set_yticks([])
 
-    def draw_rejects(self, rejects) -> None:
-        """Reasons come and go, so this one chart is drawn afresh (a few bars at most)."""
-        ax = self.ax["rejects"]
-        ax.clear()
-        ax.set_title(TITLES["rejects"], fontsize=10)
-        ax.tick_params(labelsize=8)
-        if len(rejects):
-            ax.barh(list(rejects.index), rejects.to_numpy(), color="#d62728")
-        else:
-            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xticks([])
-            ax.set_yticks([])
+
+def _canvas(fig: Figure):
+    """An ipympl canvas widget for ``fig``: no toolbar, no resizing."""
+    from ipympl.backend_nbagg import Canvas, FigureManager
+
+    canvas = Canvas(fig)
+    FigureManager(canvas, 0)
+    canvas.header_visible = False
+    canvas.footer_visible = False
+    canvas.resizable = False
+    return canvas
 
 
 def _autoscale_y(ax, *series) -> None:
