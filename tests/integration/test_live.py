@@ -56,8 +56,9 @@ def gone_within(topic: str, seconds: float) -> list[psutil.Process]:
 @pytest.mark.parametrize("how", ["kill", "exit"])
 def test_background_processes_die_with_their_owner(stack, tmp_path, unique, how):
     topic = f"{LIVE_TOPIC}-{unique}"
+    group = f"ridematch-etl-live-test-{unique}"  # of its own: it kills a member
     parent = subprocess.run(
-        [sys.executable, "-m", "tests.helpers.live_parent", TEST_PARAMS, str(tmp_path), how],
+        [sys.executable, "-m", "tests.helpers.live_parent", TEST_PARAMS, str(tmp_path), how, group],
         cwd=PROJECT_ROOT,
         env=live_env(topic),
         capture_output=True,
@@ -75,7 +76,7 @@ def test_background_processes_die_with_their_owner(stack, tmp_path, unique, how)
         assert "✅ Done:" not in generator_log
 
 
-def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, tmp_path):
+def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, tmp_path, unique):
     duration = 60  # the ETL commits after its first chunk: on a slow, busy machine, a while
     out = tmp_path / "watch_live.ipynb"
     t0 = time.monotonic()
@@ -87,8 +88,9 @@ def test_live_notebook_headless_watches_everything_and_leaves_no_process(stack, 
             *("-p", "duration_s", str(duration), "-p", "run_dir", str(tmp_path)),
             *("-p", "start_etl", "True", "-p", "start_push", "True"),
             *("-p", "n_drivers", "200", "-p", "request_rate", "2.0"),
-            *("-p", "etl_group", "ridematch-etl-live-test"),
-            *("-p", "push_group", "ridematch-online-push-live-test"),
+            # groups of its own, as every test's (the die-with-owner tests kill a member)
+            *("-p", "etl_group", f"ridematch-etl-live-test-{unique}"),
+            *("-p", "push_group", f"ridematch-online-push-live-test-{unique}"),
         ],
         env=live_env(),
         check=True,
