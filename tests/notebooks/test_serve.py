@@ -269,16 +269,30 @@ def _sample(service: str, name: str) -> float:
     return 0.0
 
 
-def test_redis_away_gives_503s_naming_redis_and_the_service_comes_back_by_itself(
+def test_redis_away_under_load_gives_503s_naming_redis_and_the_service_comes_back(
     chain, settings, requests
 ):
-    """Redis behind a real TCP proxy that the test cuts, then opens again on its port."""
+    """Redis behind a real TCP proxy that the test cuts, then opens again on its port,
+    while k6 sends 40 requests/s: the requests in the gap get 503s that name Redis,
+    none gets a 5xx of another kind, and the service answers again by itself."""
+    import json
+    import threading
+
+    from ridematch_nb.bench.serve import k6_run
+
     proxy = Proxy(settings.redis_port)
     through = settings.redis_url.replace(f":{settings.redis_port}/", f":{proxy.port}/")
     assert through != settings.redis_url
     body = request_body(requests[-1])
+    bodies = [json.dumps(request_body(r)) for r in requests]
     with running_service(chain.run_dir, {"RIDEMATCH_REDIS_URL": through}) as url:
         assert httpx.post(f"{url}/match", json=body, timeout=10).status_code == 200
+        load: dict = {}
+        sender = threading.Thread(
+            target=lambda: load.update(k6_run(f"{url}/match", bodies, rate=40, duration_s=10))
+        )
+        sender.start()
+        time.sleep(2)
         proxy.stop()
         replies = [httpx.post(f"{url}/match", json=body, timeout=10) for _ in range(5)]
         assert [r.status_code for r in replies] == [503] * 5
@@ -287,14 +301,21 @@ def test_redis_away_gives_503s_naming_redis_and_the_service_comes_back_by_itself
         assert down.status_code == 503 and "Redis" in down.json()["redis"]
         back = Proxy(settings.redis_port, port=proxy.port)
         try:
-            deadline = time.monotonic() + 15
-            while httpx.post(f"{url}/match", json=body, timeout=10).status_code != 200:
-                assert time.monotonic() < deadline, "the service did not recover"
+            deadline, waited = time.monotonic() + 15, 0
+            while (status := httpx.post(f"{url}/match", json=body, timeout=10).status_code) != 200:
+                assert status == 503 and time.monotonic() < deadline, "the service did not recover"
+                waited += 1
                 time.sleep(0.2)
             assert httpx.get(f"{url}/ready", timeout=10).json()["redis"].startswith("ok")
-            errors = 'match_errors_total{error_type="redis"}'
-            assert _sample(url, errors) >= 5
+            sender.join()
+            assert load["dropped"] == 0
+            assert 0 < load["errors"] < load["requests"] - 100, load
+            refused = 5 + waited + load["errors"]
+            assert _sample(url, 'match_errors_total{error_type="redis"}') == refused
+            failed = 'match_request_latency_seconds_count{outcome="5xx",path="/match"}'
+            assert _sample(url, failed) == refused
         finally:
+            sender.join()
             back.stop()
 
 
