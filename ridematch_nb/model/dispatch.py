@@ -46,6 +46,8 @@ POLICIES = ("nearest", "accept_rate", "tuned", "model", "oracle")
 METRICS = [
     "fulfilled",
     "cancelled",
+    "no_driver",
+    "declined_out",
     "first_offer_acceptance",
     "offers_per_fulfilled",
     "seconds_to_acceptance",

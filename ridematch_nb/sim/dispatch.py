@@ -89,13 +89,19 @@ class DispatchLog:
 
     def metrics(self) -> dict:
         """Share fulfilled (picked up: the objective), share of matched rides the rider
-        cancelled, first-offer acceptance, then over fulfilled requests: offers each took,
-        seconds from request to acceptance, minutes waited for the pickup, pickup km."""
-        done = max(self.fulfilled, 1)
+        cancelled; where the other requests went: no free driver within the radius
+        (``no_driver``) or every offer declined or timed out (``declined_out``), the only
+        loss a better guess of who accepts can win back; first-offer acceptance, then
+        over fulfilled requests: offers each took, seconds from request to acceptance,
+        minutes waited for the pickup, pickup km."""
+        done, asked = max(self.fulfilled, 1), max(self.requests, 1)
+        unmatched = self.requests - self.matched
         return {
             "requests": self.requests,
-            "fulfilled": self.fulfilled / max(self.requests, 1),
+            "fulfilled": self.fulfilled / asked,
             "cancelled": self.cancelled / max(self.matched, 1),
+            "no_driver": (unmatched - self.unfulfilled_declined) / asked,
+            "declined_out": self.unfulfilled_declined / asked,
             "first_offer_acceptance": self.first_accepted / max(self.first_offers, 1),
             "offers_per_fulfilled": self.offers_to_fulfilled / done,
             "seconds_to_acceptance": self.wait_s / done,

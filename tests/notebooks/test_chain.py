@@ -175,6 +175,15 @@ def test_the_replay_holds_five_policies_fairly_and_a_long_pickup_costs_riders(ch
     assert (per_seed["model"] - per_seed["nearest"]).mean() > -0.01, per_seed
     first = means["first_offer_acceptance"]
     assert first["oracle"] > first["nearest"]  # the truth makes the better first offer
+    # every request is picked up, cancelled after a match, declined by all, or had no
+    # driver: the matched share's cancellations are the log's own figure
+    matched = 1 - means["no_driver"] - means["declined_out"]
+    assert ((means["fulfilled"] < matched) & (matched <= 1)).all()
+    cancelled = (matched - means["fulfilled"]) / matched
+    assert cancelled.to_dict() == pytest.approx(means["cancelled"].to_dict(), abs=0.01)
+    assert rec["declines_won_back"] == pytest.approx(
+        means.at["nearest", "declined_out"] - means.at["model", "declined_out"], abs=2e-4
+    )
 
 
 def test_the_logged_ranking_rewards_the_last_offer_and_first_offers_rank_fairly(chain):
@@ -240,6 +249,9 @@ def test_figures_show_the_data_they_were_drawn_from(chain):
     assert shown == pytest.approx(
         {p: recorded[p]["first_offer_acceptance"] for p in shown}, abs=1e-4
     )
+    outcomes = _figure(chain, "request_outcomes")[0]["bars"]
+    for bars, key in ((outcomes[0], "fulfilled"), (outcomes[2], "declined_out")):
+        assert sorted(bars) == pytest.approx(sorted(r[key] for r in recorded.values()), abs=1e-4)
     for name in ("status_mix", "driver_stats", "feature_freshness", "roc", "calibration"):
         assert any(ax["bars"] or ax["lines"] for ax in _figure(chain, name)), name
 

@@ -239,6 +239,16 @@ def test_the_dispatch_log_agrees_with_the_events():
     se = np.sqrt(chances.mean() * (1 - chances.mean()) / len(chances))
     assert abs(log["cancelled"] - chances.mean()) < 4 * se + 0.02
     assert world.requests_unfulfilled + world.log.matched <= len(made)
+    # where the unmatched went: no offer at all (no free driver near), or every offer
+    # declined; each within what may still be resolving
+    offered = {o["request_id"] for o in offers}
+    never = len(settled - offered)
+    declined = len((settled & offered) - {o["request_id"] for o in accepted})
+    unsettled = len(made) - len(settled)
+    no_driver, declined_out = (round(log[k] * len(made)) for k in ("no_driver", "declined_out"))
+    assert never <= no_driver <= never + unsettled and declined > 0
+    assert declined <= declined_out <= declined + unsettled
+    assert len(settled) <= no_driver + declined_out + world.log.matched <= len(made)
 
 
 def test_riders_cancel_more_the_longer_the_wait_as_documented():
