@@ -127,7 +127,7 @@ def bench_match(settings: Settings, n_requests: int = 300) -> dict | None:
         part: {"p50_ms": float(lat.at[part, "p50_ms"]), "p99_ms": float(lat.at[part, "p99_ms"])}
         for part in lat.index
     }
-    candidates = [len(m.ranked) + m.skipped_missing for m in matches]
+    candidates = [m.ranked_count + m.skipped_missing for m in matches]
     return {
         "requests": len(matches),
         "mean_candidates": statistics.mean(candidates),

@@ -178,6 +178,15 @@ def _newest_driver_states(batch: dict, counts: dict) -> pd.DataFrame:
     return frame
 
 
+# HMGET of the same fields (ARGV) from each hash (KEYS), inside Redis; a missing field is
+# nil, which Lua holds as false and hands back as nil
+HMGET_ALL = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
+return out
+"""
+
+
 class OnlineReader:
     """The feature service's online values for many drivers in one Redis round trip.
 
@@ -185,7 +194,7 @@ class OnlineReader:
     (entity protos, one pipeline per feature view, response protos) around 0.4 ms of
     Redis. This reads the very hashes Feast's Redis store writes (key: serialized
     entity key + project; field: murmur3 of ``view:feature``), all views of all drivers
-    in one pipeline, and decodes each value proto once. Entity keys are cached, since
+    in one command, and decodes each value proto once. Entity keys are cached, since
     the same drivers come back request after request. A test holds it equal to
     ``get_online_features``; the layout comes from Feast's own helpers, so a Feast
     upgrade that changed it fails that test instead of serving nulls.
@@ -207,6 +216,7 @@ class OnlineReader:
                 self.names.append(feat.name)
                 self._fields.append(_mmh3(f"{view}:{feat.name}"))
         self.redis = redis_client(settings)
+        self._hmget_all = self.redis.register_script(HMGET_ALL)
         self._keys: dict[str, bytes] = {}
 
     def _key(self, driver_id: str) -> bytes:
@@ -221,11 +231,13 @@ class OnlineReader:
         return key
 
     def _hmget(self, driver_ids: list[str], fields: list[bytes]) -> list[list]:
-        """``fields`` of every driver's hash, in one pipeline (one round trip)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for driver in driver_ids:
-            pipe.hmget(self._key(driver), fields)
-        return pipe.execute()
+        """``fields`` of every driver's hash, in one command (one round trip): a script
+        that runs each HMGET inside Redis. A pipeline of one HMGET a driver gave the same
+        replies, but packing 50 commands in Python took half its time: 1.06 -> 0.60 ms a
+        read (median, 500 requests' candidates, side by side)."""
+        if not driver_ids:
+            return []
+        return self._hmget_all(keys=[self._key(d) for d in driver_ids], args=fields)
 
     def columns(self, driver_ids: list[str]) -> dict[str, list]:
         """``{"driver_id": [...], feature: [...]}``, None where a driver has no value."""

@@ -138,9 +138,9 @@ class MatchService:
         served = self.served
         found = served.matcher.match(request)
         self._observe(found, served.drift)
-        top = found.ranked.head(body.top_k)
+        top = {c: found.best_first[c][: body.top_k] for c in ("driver_id", "score", "pickup_km")}
         matches = [
-            {"driver_id": d, "score": round(float(s), 6), "distance_km": round(float(k), 4)}
+            {"driver_id": str(d), "score": round(float(s), 6), "distance_km": round(float(k), 4)}
             for d, s, k in zip(top["driver_id"], top["score"], top["pickup_km"], strict=True)
         ]
         out: dict = {"matches": matches}
@@ -163,11 +163,11 @@ class MatchService:
             window.add(found.features)
         for part in ("candidates", "features", "scoring"):
             m.parts.labels(part).observe(found.timings_ms[part] / 1000)
-        m.candidates.observe(len(found.ranked) + found.skipped_missing)
+        m.candidates.observe(found.ranked_count + found.skipped_missing)
         for feature, n in found.missing_by_feature.items():
             if n:
                 m.missing.labels(feature).inc(n)
-        for score in found.ranked["score"]:
+        for score in found.best_first["score"]:
             m.scores.observe(float(score))
 
     def readiness(self, most: int = 5000) -> tuple[bool, dict]:
