@@ -31,7 +31,8 @@ def run_dispatch_bench(
     plan = dispatch.plan(load_record(run, "01_generate"), trained, seeds, window_hours)
     ttl = fs.get_feature_view("driver_state").ttl.total_seconds()
     t0 = time.perf_counter()
-    replay = dispatch.run_replay(plan, trained, ttl, progress=True)
+    bound = {"sequence_oracle": dispatch.sequence_oracle}  # what the truth would add
+    replay = dispatch.run_replay(plan, trained, ttl, progress=True, extra=bound)
     seconds = time.perf_counter() - t0
     table = dispatch.policy_table(replay.runs)
     print(

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ridematch_nb.config import ParameterError
 from ridematch_nb.contract.events import DRIVER_STATUSES, parse_ts
 from ridematch_nb.model.training import TrainedModel, derived_features
-from ridematch_nb.sim.dispatch import DispatchLog, Policy, Request, nearest, oracle
+from ridematch_nb.sim.dispatch import DispatchLog, Policy, Request, nearest, oracle, true_chances
 from ridematch_nb.sim.world import World, WorldParams
 
 POLICIES = ("nearest", "accept_rate", "tuned", "model", "oracle")
@@ -141,6 +141,18 @@ def model_policy(trained: TrainedModel, state_ttl_s: float, weight: float = 0.3)
     """The best sequence of offers (``best_sequence_first``) with the model's acceptance
     probability as each driver's chance to accept."""
     return sequence_policy(model_acceptance(trained, state_ttl_s), weight)
+
+
+def sequence_oracle(world: World, request: Request, candidates, km) -> int:
+    """The bound on any acceptance model inside the sequence rule: ``best_sequence_first``
+    with the truth, each driver's true chance to accept and its rider's true chance to
+    wait, from true positions. Not one of the five: ``bench --dispatch`` replays it to
+    show what knowing acceptance perfectly is worth over ``tuned``."""
+    accept, stay = true_chances(world, request, candidates, km)
+    return best_sequence_first(accept, stay, world.offers_left)
+
+
+sequence_oracle.sees_truth = True
 
 
 def policies_for(trained: TrainedModel, state_ttl_s: float, weights: dict) -> dict:
@@ -259,11 +271,13 @@ def run_replay(
     state_ttl_s: float,
     workers: int | None = None,
     progress: bool = True,
+    extra: dict | None = None,
 ) -> Replay:
     """Fit ``tuned``'s and ``model``'s weights on the window just before the cut (the
-    training period), then replay the held-out window under the five policies. The world
-    is warmed up once (nearest-first, as logged) to the fit's start and on to the cut;
-    the runs go to ``workers`` forked processes (default: every core)."""
+    training period), then replay the held-out window under the five policies (and any
+    ``extra`` ones, by name). The world is warmed up once (nearest-first, as logged) to
+    the fit's start and on to the cut; the runs go to ``workers`` forked processes
+    (default: every core)."""
     if plan.window_s <= 0 or not plan.seeds:
         raise ParameterError("replay needs window_s > 0 and at least one seed")
     workers = workers or os.cpu_count() or 1
@@ -273,7 +287,8 @@ def run_replay(
         **{("tuned", w): tuned_policy(w) for w in WEIGHT_GRID},
         **{("model", w): model_policy(trained, state_ttl_s, w) for w in WEIGHT_GRID},
     }
-    total = 2 + len(fitting) * len(FIT_SEEDS) + len(POLICIES) * len(plan.seeds)
+    extra = extra or {}
+    total = 2 + len(fitting) * len(FIT_SEEDS) + (len(POLICIES) + len(extra)) * len(plan.seeds)
     with tqdm(total=total, desc="replay", unit="run", disable=not progress) as bar:
         bar.set_postfix_str("warming up to the fit's window")
         world = warm_up(plan.params, fit_start)
@@ -289,16 +304,18 @@ def run_replay(
             world.step()
         bar.update()
         bar.set_postfix_str("")
-        policies = policies_for(trained, state_ttl_s, weights)
+        policies = {**policies_for(trained, state_ttl_s, weights), **extra}
         runs = pd.DataFrame(_run_all(world, policies, plan.seeds, plan.window_s, workers, bar))
     return Replay(runs, weights, fit, (fit_start, plan.cut_epoch))
 
 
 def policy_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per policy: the mean of each figure over the seeds and its standard deviation."""
+    """Per policy: the mean of each figure over the seeds and its standard deviation (the
+    five in their order, then any other)."""
     grouped = runs.groupby("policy", sort=False)[METRICS]
     table = grouped.mean().join(grouped.std(ddof=1).add_suffix("_sd"))
-    return table.reindex(list(POLICIES))
+    others = [p for p in table.index if p not in POLICIES]
+    return table.reindex([*POLICIES, *others])
 
 
 def gap_closed(table: pd.DataFrame, metric: str = "fulfilled", base: str = "nearest") -> float:

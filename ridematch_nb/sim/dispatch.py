@@ -122,13 +122,19 @@ def nearest(world: Drivers, request: Request, candidates: np.ndarray, km: np.nda
     return int(np.argmin(km))
 
 
+def true_chances(world: Drivers, request: Request, candidates, km) -> tuple:
+    """Ground truth for ``candidates`` at ``km``: each one's chance to accept the offer,
+    and its rider's chance to wait for it (arrays)."""
+    trip = float(distance_km(*request.origin, *request.dest))
+    accept = accept_probability(world.propensity[candidates], km, world.hour, trip)
+    return accept, 1.0 - cancel_probability(pickup_seconds(km, world.hour))
+
+
 def oracle(world: Drivers, request: Request, candidates: np.ndarray, km: np.ndarray) -> int:
     """Greedy on the truth: the candidate with the highest true chance of a pickup (it
     accepts, and its rider then waits), from true positions. No upper bound of any
     policy's total, since it does not look past this offer."""
-    trip = float(distance_km(*request.origin, *request.dest))
-    accept = accept_probability(world.propensity[candidates], km, world.hour, trip)
-    stays = 1.0 - cancel_probability(pickup_seconds(km, world.hour))
+    accept, stays = true_chances(world, request, candidates, km)
     return int(np.argmax(accept * stays))
 
 

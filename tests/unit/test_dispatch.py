@@ -91,6 +91,9 @@ def test_the_policy_table_is_the_mean_and_spread_of_the_runs():
     )
     table = dispatch.policy_table(runs)
     assert list(table.index) == list(dispatch.POLICIES)
+    bound = runs[runs["policy"] == "oracle"].assign(policy="sequence_oracle")
+    with_bound = dispatch.policy_table(pd.concat([bound, runs]))  # an extra comes last
+    assert list(with_bound.index) == [*dispatch.POLICIES, "sequence_oracle"]
     assert table.at["model", "fulfilled"] == 3.0 and table.at["model", "fulfilled_sd"] == 1.0
     assert dispatch.gap_closed(table) == pytest.approx(0.5)
     assert dispatch.best_heuristic(table) == "tuned"
@@ -134,3 +137,23 @@ def test_with_offers_to_spare_the_nearest_goes_first_whatever_its_acceptance():
     s = np.array([0.9, 0.5, 0.7])  # candidate 0 is the nearest: its rider waits most
     assert dispatch.best_sequence_first(a, s, offers_left=3) == 0
     assert dispatch.best_sequence_first(a, s, offers_left=1) == 1  # one offer: best a*s
+
+
+def test_the_sequence_oracle_runs_the_sequence_rule_on_the_truth():
+    """bench --dispatch's bound: best_sequence_first on each candidate's true chance to
+    accept and its rider's true chance to wait, from true positions."""
+    seen = []
+
+    def watch(world, request, candidates, km):
+        j = dispatch.sequence_oracle(world, request, candidates, km)
+        lat, lon = world.positions()
+        assert np.allclose(km, distance_km(lat, lon, *request.origin)[candidates])
+        accept, stay = sim_dispatch.true_chances(world, request, candidates, km)
+        seen.append(j == dispatch.best_sequence_first(accept, stay, world.offers_left))
+        return j
+
+    watch.sees_truth = dispatch.sequence_oracle.sees_truth
+    world = World(WorldParams(seed=5, **SMALL), policy=watch)
+    for _ in range(1800):
+        world.step()
+    assert len(seen) > 50 and all(seen)
