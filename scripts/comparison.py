@@ -33,8 +33,6 @@ from tests.helpers.crafted_lake import (
 
 __all__ = ["STATE", "STATS", "TTL", "crafted_updates", "features", "land", "retrieve"]
 
-# Marks a process already started with the environment below (so it re-executes once).
-
 
 def start_with_store_env(settings, spark: bool = False) -> None:
     """Feast's Ray, dask and Spark stores take the lake's S3 keys from the environment

@@ -318,6 +318,21 @@ def policy_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.reindex([*POLICIES, *others])
 
 
+def outcome_shares(table: pd.DataFrame) -> pd.DataFrame:
+    """Where each policy's requests went, as shares of the requests made: picked up,
+    cancelled by the rider after a match, every offer declined, no free driver near
+    (they add up to 1)."""
+    lost = table[["no_driver", "declined_out"]]
+    return pd.DataFrame(
+        {
+            "picked up": table["fulfilled"],
+            "cancelled by the rider": 1 - table["fulfilled"] - lost.sum(axis=1),
+            "every offer declined": table["declined_out"],
+            "no free driver near": table["no_driver"],
+        }
+    )
+
+
 def gap_closed(table: pd.DataFrame, metric: str = "fulfilled", base: str = "nearest") -> float:
     """The share of the ``base``-to-oracle gap on ``metric`` the model closes."""
     low, model, best = (table.at[p, metric] for p in (base, "model", "oracle"))

@@ -122,7 +122,7 @@ def nearest(world: Drivers, request: Request, candidates: np.ndarray, km: np.nda
     return int(np.argmin(km))
 
 
-def true_chances(world: Drivers, request: Request, candidates, km) -> tuple:
+def true_chances(world: Drivers, request: Request, candidates, km) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth for ``candidates`` at ``km``: each one's chance to accept the offer,
     and its rider's chance to wait for it (arrays)."""
     trip = float(distance_km(*request.origin, *request.dest))

@@ -122,16 +122,8 @@ class Charts:
 
     def draw_rejects(self, rejects) -> None:
         """Reasons come and go, so this one chart is drawn afresh (a few bars at most)."""
-        ax = self.ax["rejects"]
-        ax.clear()
-        ax.set_title(TITLES["rejects"], fontsize=10)
-        ax.tick_params(labelsize=8)
-        if len(rejects):
-            ax.barh(list(rejects.index), rejects.to_numpy(), color="#d62728")
-        else:
-            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xticks([])
-            ax.set_yticks([])
+        labels, values = list(rejects.index), rejects.to_numpy()
+        _bars_afresh(self.ax["rejects"], TITLES["rejects"], labels, values, "#d62728", "none")
 
 
 class ServiceCharts:
@@ -173,18 +165,26 @@ class ServiceCharts:
         if (drift, note) == getattr(self, "_drift_shown", None):
             return
         self._drift_shown = (dict(drift), note)
-        ax = self.ax["drift"]
-        ax.clear()
-        ax.set_title(SERVICE_TITLES["drift"], fontsize=10)
-        ax.tick_params(labelsize=8)
-        if drift:
-            names = sorted(drift)
-            ax.barh(names, [drift[n] for n in names], color="#4C72B0")
+        names = sorted(drift)
+        ax, title = self.ax["drift"], SERVICE_TITLES["drift"]
+        if _bars_afresh(ax, title, names, [drift[n] for n in names], "#4C72B0", note, 8):
             ax.set_xlim(0, 1)
-        else:
-            ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
-            ax.set_xticks([])
-            ax.set_yticks([])
+
+
+def _bars_afresh(ax, title: str, labels, values, color: str, note: str, note_size=None) -> bool:
+    """Clear ``ax`` and draw one horizontal bar per label, or ``note`` when there is none
+    (for charts whose categories come and go); True when bars were drawn."""
+    ax.clear()
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=8)
+    if len(labels):
+        ax.barh(labels, values, color=color)
+        return True
+    size = {"fontsize": note_size} if note_size else {}
+    ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, **size)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return False
 
 
 def _canvas(fig: Figure):

@@ -370,18 +370,12 @@ def dispatch_policies(runs: pd.DataFrame) -> Figure:
     return fig
 
 
-def request_outcomes(table: pd.DataFrame) -> Figure:
-    """Where each policy's requests went (mean over the seeds), one stacked bar each: the
-    picked up, and the three ways to lose one; only "every offer declined" is a loss a
-    better guess of who accepts can win back, and only by a pickup riders will wait for."""
-    shares = pd.DataFrame(
-        {
-            "picked up": table["fulfilled"],
-            "cancelled by the rider": 1 - table[["fulfilled", "no_driver", "declined_out"]].sum(1),
-            "every offer declined": table["declined_out"],
-            "no free driver near": table["no_driver"],
-        }
-    ).iloc[::-1]
+def request_outcomes(shares: pd.DataFrame) -> Figure:
+    """Where each policy's requests went (``dispatch.outcome_shares``, means over the
+    seeds), one stacked bar each: the picked up, and the three ways to lose one; only
+    "every offer declined" is a loss a better guess of who accepts can win back, and only
+    by a pickup riders will wait for."""
+    shares = shares.iloc[::-1]  # the first policy on top
     fig, ax = plt.subplots(figsize=(9, 3.6))
     left = np.zeros(len(shares))
     for column, color in zip(shares, ("#55A868", "#C44E52", "#DD8452", "#8C8C8C"), strict=True):
