@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, settings_for) -> int:
         from ridematch_nb.bench.serve import run_serve_bench
 
         run = resolve_path(args.run) if args.run else None
-        results = run_serve_bench(settings_for(args), run, args.rates, args.duration)
+        results = run_serve_bench(settings_for(args), run, args.rates, args.duration, args.repeat)
         print(f"results: {results['path']}")
         return 0
     if args.join:

