@@ -160,36 +160,40 @@ def machine_cpu() -> tuple[float, float, float]:
     return total, total - idle - steal, steal
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by a process and its children (a server's workers)."""
+def process_cpu_s(pid: int) -> tuple[float, frozenset[int]]:
+    """CPU seconds used so far by a process and its children (a server's workers), and
+    their pids: a child that exits takes its CPU time with it, so a caller compares them."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0
+        return 0.0, frozenset()
     total = 0.0
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             t = proc.cpu_times()
             total += t.user + t.system
-    return total
+    return total, frozenset(p.pid for p in procs)
 
 
 def measured(pid: int | None, load, *args) -> dict:
     """``load(*args)``'s figures plus what the CPU did meanwhile: the machine's busy and stolen
-    shares, and the target's own CPU per request (``pid``'s tree; None: this process)."""
-    own = (lambda: process_cpu_s(pid)) if pid else time.process_time
-    cpu0, m0 = own(), machine_cpu()
+    shares, and the target's own CPU per request (``pid``'s tree; None: this process).
+    That last is None when the tree changed meanwhile (feast serve's gunicorn replaces a
+    worker that timed out, and the CPU time of the one it stopped is gone)."""
+    own = (lambda: process_cpu_s(pid)) if pid else (lambda: (time.process_time(), None))
+    (cpu0, pids0), m0 = own(), machine_cpu()
     row = load(*args)
-    cpu1, m1 = own(), machine_cpu()
+    (cpu1, pids1), m1 = own(), machine_cpu()
     total = max(m1[0] - m0[0], 1)
+    per_request = 1000 * (cpu1 - cpu0) / max(row["requests"], 1)
     return {
         **row,
         "machine_busy": round((m1[1] - m0[1]) / total, 3),
         "machine_steal": round((m1[2] - m0[2]) / total, 3),
-        "cpu_ms_per_request": round(1000 * (cpu1 - cpu0) / max(row["requests"], 1), 2),
+        "cpu_ms_per_request": round(per_request, 2) if pids0 == pids1 else None,
     }
 
 
@@ -198,7 +202,8 @@ def median_of_rounds(rounds: list[dict]) -> dict:
     and drops, and each round's p99 (so a noisy round shows)."""
 
     def med(key):
-        return round(float(np.median([r[key] for r in rounds])), 3)
+        values = [r[key] for r in rounds if r[key] is not None]
+        return round(float(np.median(values)), 3) if values else None
 
     keys = ("rate_achieved", "p50_ms", "p99_ms", "machine_busy", "cpu_ms_per_request")
     return {
@@ -312,5 +317,9 @@ def say_table(targets: dict[str, list[dict]], say) -> None:
             say(
                 f"{name:<30}{r['rate_asked']:>9}{r['rate_achieved']:>9}{r['p50_ms']:>9.2f}"
                 f"{r['p99_ms']:>9.2f}{r['max_ms']:>9.1f}{r['errors']:>9}{r['dropped']:>9}"
-                f"{r['cpu_ms_per_request']:>9.2f}  {by_round}, {r['machine_busy']:.0%}"
+                f"{_ms(r['cpu_ms_per_request']):>9}  {by_round}, {r['machine_busy']:.0%}"
             )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

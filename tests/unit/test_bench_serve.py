@@ -51,4 +51,10 @@ def test_cpu_per_request_counts_the_work_of_the_load():
 
     row = measured(None, spin, 100)
     assert row["cpu_ms_per_request"] >= 1.9  # 200 ms of CPU over 100 requests
-    assert process_cpu_s(os.getpid()) > 0
+    seconds, pids = process_cpu_s(os.getpid())
+    assert seconds > 0 and os.getpid() in pids
+
+
+def test_cpu_per_request_is_none_when_a_worker_was_replaced():
+    cell = median_of_rounds([{**_round(10.0), "cpu_ms_per_request": None}, _round(11.0)])
+    assert cell["cpu_ms_per_request"] == 4.0
