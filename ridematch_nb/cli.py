@@ -184,10 +184,10 @@ def _cmd_push_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ridematch_nb.model import service
+    from ridematch_nb.model import server
 
     run = resolve_path(args.run) if args.run else None
-    service.serve(_settings(args), run, args.host, args.port, args.workers)
+    server.serve(_settings(args), run, args.host, args.port, args.workers)
     return 0
 
 

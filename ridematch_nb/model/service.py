@@ -10,13 +10,16 @@ features from Redis read the way 06 reads them (``matching.Matcher``).
 each part. ``GET /health`` (alive), ``GET /ready`` (Redis answers with our credentials, a
 model is loaded, the online values are younger than their views' TTL; 503 naming what is
 not), ``GET /metrics`` (Prometheus text, feature drift included), ``POST /admin/reload``
-(another run's model without a restart; needs the admin token). A wrong body gets a 422
-that names the field; Redis down gets a 503 that names Redis, and the next request tries
-again.
+(another run's model without a restart, in every worker; needs the admin token). A
+wrong body gets a 422 that names the field; Redis down gets a 503 that names Redis, and
+the next request tries again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +37,7 @@ from ridematch_nb.config import ADMIN_TOKEN_KEY, ConfigError, Settings, resolve_
 from ridematch_nb.contract.events import LAT_RANGE, LON_RANGE
 from ridematch_nb.features.redis_io import RedisUnavailable, check_redis
 from ridematch_nb.model import drift, matching, training
+from ridematch_nb.model.replicas import POLL_S, Replicas
 from ridematch_nb.model.service_metrics import Metrics, TimedApp
 from ridematch_nb.runs import model_folder, newest_run
 
@@ -96,14 +100,18 @@ class Served:
 
 
 class MatchService:
-    """The served model and the metrics: what the endpoints use."""
+    """The served model and the metrics: what the endpoints use. One of the workers of
+    a ``serve --workers N`` starts on the run the others serve now (``replicas``)."""
 
     def __init__(self, settings: Settings, run: Path | None = None) -> None:
         from ridematch_nb.features import store as features
 
         self.settings = settings
         self.fs = features.store(settings)
-        self.served = self.load(run or newest_run())
+        self.replicas = Replicas.from_env()
+        wanted = self.replicas.wanted() if self.replicas else None
+        self.applied = wanted.token if wanted else None  # the last reload this one did
+        self.served = self.load(wanted.run if wanted else run or newest_run())
         self.metrics = Metrics(lambda: self.served.drift)
 
     def load(self, run: Path) -> Served:
@@ -123,6 +131,38 @@ class MatchService:
         self.fs.refresh_registry()  # the new run may have applied the repo again
         self.served = self.load(run or newest_run())
         return {"model_version": self.served.run.name, "previous": previous}
+
+    async def reload_all(self, run: Path | None) -> JSONResponse | dict:
+        """Reload here, off the loop (requests go on being answered by the old model),
+        then, with other workers, have each of them do the same and wait for them all."""
+        reloaded = await run_in_threadpool(self.reload, run)
+        if self.replicas is None:
+            return reloaded
+        self.applied = self.replicas.want(self.served.run)  # no await between: the poll
+        self.replicas.answer(self.applied, self.served.run.name)  # skips this token
+        answers = await run_in_threadpool(self.replicas.wait_for_all, self.applied)
+        reloaded["workers"] = {pid: a["served"] or a["error"] for pid, a in answers.items()}
+        failed = [a["error"] for a in answers.values() if a["error"]]
+        if failed or len(answers) < self.replicas.workers:
+            said = f"{len(answers)} of {self.replicas.workers} workers answered"
+            detail = f"model reloaded in some workers only ({said}): {'; '.join(failed)}"
+            return JSONResponse({"detail": detail, **reloaded}, status_code=503)
+        return reloaded
+
+    async def follow_reloads(self) -> None:
+        """Forever: when another worker took a reload, load the same run and say so."""
+        while True:
+            await asyncio.sleep(POLL_S)
+            wanted = self.replicas.wanted()
+            if wanted is None or wanted.token == self.applied:
+                continue
+            self.applied = wanted.token
+            try:
+                await run_in_threadpool(self.reload, wanted.run)
+            except Exception as exc:  # said to the worker that waits; this loop goes on
+                self.replicas.answer(wanted.token, None, f"{type(exc).__name__}: {exc}")
+            else:
+                self.replicas.answer(wanted.token, self.served.run.name)
 
     def match(self, body: MatchRequest, explain: bool) -> dict:
         at = body.timestamp or datetime.now(UTC)
@@ -153,6 +193,7 @@ class MatchService:
             for m in matches:
                 m["pickup_km"] = m["distance_km"]
             out["model_version"] = served.run.name
+            out["worker"] = os.getpid()
             out["timings_ms"] = {k: round(v, 3) for k, v in found.timings_ms.items()}
             out["skipped_missing"] = found.skipped_missing
         return out
@@ -204,7 +245,15 @@ class MatchService:
 def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
     """The service's ASGI app (FastAPI inside the timing middleware)."""
     service = MatchService(settings, run)
-    app = FastAPI(title="RideMatch match service", version="1")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        follow = service.replicas and asyncio.create_task(service.follow_reloads())
+        yield
+        if follow:
+            follow.cancel()
+
+    app = FastAPI(title="RideMatch match service", version="1", lifespan=lifespan)
     app.state.service = service
 
     # async, so the match runs on the event loop's thread, where the Matcher limited the
@@ -238,7 +287,7 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
     # async: the drift window is read on the loop's thread, where matches add to it
     @app.get("/metrics")
     async def metrics():
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(service.metrics.exposed), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload")
     async def reload(body: ReloadRequest | None = None, authorization: str = Header("")):
@@ -246,8 +295,8 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
         if refused:
             return refused
         run = resolve_path(body.run) if body and body.run else None
-        try:  # loaded off the loop: requests go on being answered by the old model
-            return await run_in_threadpool(service.reload, run)
+        try:
+            return await service.reload_all(run)
         except (ConfigError, training.ModelMismatch, OSError) as exc:
             return JSONResponse({"detail": f"model not reloaded: {exc}"}, status_code=409)
 
@@ -282,49 +331,3 @@ def admin_refusal(settings: Settings, authorization: str) -> JSONResponse | None
             headers={"WWW-Authenticate": "Bearer"},
         )
     return None
-
-
-# What ``serve --workers N`` hands each worker process (uvicorn starts them from an
-# import string): the profile and the run folder, set by the command for its children.
-SERVE_RUN_ENV = "RIDEMATCH_SERVE_RUN"
-
-
-def app_from_env() -> TimedApp:
-    """The app of one of several worker processes: the profile from RIDEMATCH_PARAMS and
-    the run folder from RIDEMATCH_SERVE_RUN, as ``serve`` set them."""
-    import os
-
-    from ridematch_nb.config import load_settings
-
-    settings = load_settings(os.environ.get("RIDEMATCH_PARAMS"))
-    return create_app(settings, Path(os.environ[SERVE_RUN_ENV]))
-
-
-def serve(
-    settings: Settings,
-    run: Path | None,
-    host: str | None = None,
-    port: int | None = None,
-    workers: int = 1,
-) -> None:
-    """Run the service until Ctrl+C (at ``services.match_url`` unless told otherwise): in
-    this process, or in ``workers`` processes that uvicorn starts from an import string.
-    Those read the profile and run from their environment, so this command starts
-    itself again once with both in it rather than write its own environment."""
-    import uvicorn
-
-    from ridematch_nb.process import start_again_with
-
-    if host is None or port is None:
-        default_host, default_port = settings.match_address
-        host, port = host or default_host, port or default_port
-    run = run or newest_run()
-    if workers > 1:
-        start_again_with({"RIDEMATCH_PARAMS": str(settings.params_file), SERVE_RUN_ENV: str(run)})
-    url = f"http://{host}:{port}"
-    print(f"serving the model of {run.name} at {url}/match, {workers} worker(s); Ctrl+C stops")
-    options = {"host": host, "port": port, "log_level": "warning"}
-    if workers == 1:
-        uvicorn.run(create_app(settings, run), **options)
-        return
-    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)

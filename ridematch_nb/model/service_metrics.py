@@ -1,15 +1,23 @@
 """The match service's Prometheus metrics (a registry of its own, feature drift computed
-at each scrape) and the ASGI middleware that times each whole request."""
+at each scrape) and the ASGI middleware that times each whole request.
+
+Under ``serve --workers N`` prometheus_client runs in its multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, see ``replicas``): counters and histograms are summed over
+the workers at each scrape, whichever worker answers it. Drift is the answering
+worker's own window: each worker sees a share of the same requests.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 from ridematch_nb.model import drift
+from ridematch_nb.model.replicas import METRICS_ENV
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -42,11 +50,16 @@ class DriftCollector:
 
 
 class Metrics:
-    """The service's Prometheus metrics, in a registry of its own."""
+    """The service's Prometheus metrics, in a registry of its own; ``exposed`` is what
+    ``/metrics`` writes (that registry, or the sum of every worker's files)."""
 
     def __init__(self, window: Callable[[], drift.DriftWindow | None]) -> None:
         self.registry = r = CollectorRegistry()
-        r.register(DriftCollector(window))
+        self.exposed = r
+        if os.environ.get(METRICS_ENV):
+            self.exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposed)
+        self.exposed.register(DriftCollector(window))
         self.latency = Histogram(
             "match_request_latency_seconds",
             "Whole request, first byte read to last byte written, by path and outcome",

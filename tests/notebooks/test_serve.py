@@ -1,18 +1,13 @@
 """The match over HTTP: `python -m ridematch_nb serve` on the chain's model and the real
 stack, called as the original project's clients call it."""
 
-import contextlib
-import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import httpx
 import pandas as pd
 import pytest
 
-from ridematch_nb.config import PROJECT_ROOT
 from ridematch_nb.features import store as features
 from ridematch_nb.features.online import OnlineReader, index_key
 from ridematch_nb.features.redis_io import redis_client
@@ -22,63 +17,10 @@ from ridematch_nb.model.service import request_body
 from ridematch_nb.runs import model_folder
 from tests.conftest import TEST_PARAMS
 from tests.helpers.ports import free_port
+from tests.helpers.serving import exited, process, running_service, sample
 from tests.helpers.tcp_proxy import Proxy
 
 ORIGINAL_KEYS = {"driver_id", "score", "distance_km"}
-
-
-@contextlib.contextmanager
-def process(command: list[str], env: dict | None = None):
-    """A child process of ours, its output in a file (a pipe nobody reads would fill and
-    stall it), stopped when the block ends."""
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=log,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        try:
-            yield proc, log
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-
-
-def exited(proc, log) -> str:
-    log.seek(0)
-    return f"exited {proc.returncode}: {log.read()[-2000:]}"
-
-
-@contextlib.contextmanager
-def running_service(run_dir, env: dict | None = None, attempts: int = 3):
-    """`serve` on the chain's model, on a free port, until the block ends (another port
-    when a process beside took that one between our choice and the bind)."""
-    port = free_port()
-    command = [sys.executable, "-m", "ridematch_nb", "serve", "--params", TEST_PARAMS]
-    command += ["--run", str(run_dir), "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    with process(command, env) as (proc, log):
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                said = exited(proc, log)
-                if "address already in use" in said and attempts > 1:
-                    break
-                pytest.fail("serve " + said)
-            try:
-                up = httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                up = False
-            if up:
-                yield url
-                return
-            assert time.monotonic() < deadline, "serve did not answer /health in 90 s"
-            time.sleep(0.3)
-    with running_service(run_dir, env, attempts - 1) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +110,14 @@ def test_a_body_that_is_not_json_gets_a_4xx(service):
 def test_health_and_metrics_that_count_what_was_served(service):
     assert httpx.get(f"{service}/health").json() == {"status": "alive"}
     served = 'match_request_latency_seconds_count{outcome="2xx",path="/match"}'
-    before = _sample(service, served)
-    bad = _sample(service, 'match_errors_total{error_type="bad_request"}')
+    before = sample(service, served)
+    bad = sample(service, 'match_errors_total{error_type="bad_request"}')
     far = {"rider_id": "r", "rider_lat": 40.999, "rider_lon": -73.651}
     for _ in range(3):
         httpx.post(f"{service}/match", json=far)
     httpx.post(f"{service}/match", json={"rider_id": "r"})
-    assert _sample(service, served) == before + 3
-    assert _sample(service, 'match_errors_total{error_type="bad_request"}') == bad + 1
+    assert sample(service, served) == before + 3
+    assert sample(service, 'match_errors_total{error_type="bad_request"}') == bad + 1
     text = httpx.get(f"{service}/metrics").text
     for name in ("match_part_seconds", "match_candidates", "prediction_scores"):
         assert f"{name}_count" in text
@@ -262,13 +204,6 @@ def test_admin_reload_needs_the_token_and_swaps_the_model_under_load(
     assert back.json()["model_version"] == chain.run_dir.name
 
 
-def _sample(service: str, name: str) -> float:
-    for line in httpx.get(f"{service}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_redis_away_under_load_gives_503s_naming_redis_and_the_service_comes_back(
     chain, settings, requests
 ):
@@ -311,9 +246,9 @@ def test_redis_away_under_load_gives_503s_naming_redis_and_the_service_comes_bac
             assert load["dropped"] == 0
             assert 0 < load["errors"] < load["requests"] - 100, load
             refused = 5 + waited + load["errors"]
-            assert _sample(url, 'match_errors_total{error_type="redis"}') == refused
+            assert sample(url, 'match_errors_total{error_type="redis"}') == refused
             failed = 'match_request_latency_seconds_count{outcome="5xx",path="/match"}'
-            assert _sample(url, failed) == refused
+            assert sample(url, failed) == refused
         finally:
             sender.join()
             back.stop()
