@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import GaugeMetricFamily
 
 from ridematch_nb.model import drift
-from ridematch_nb.model.replicas import METRICS_ENV
+from ridematch_nb.model.replicas import SHARED_ENV
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -56,7 +56,8 @@ class Metrics:
     def __init__(self, window: Callable[[], drift.DriftWindow | None]) -> None:
         self.registry = r = CollectorRegistry()
         self.exposed = r
-        if os.environ.get(METRICS_ENV):
+        # serve's workers only: Feast sets PROMETHEUS_MULTIPROC_DIR for itself on import
+        if os.environ.get(SHARED_ENV):
             self.exposed = CollectorRegistry()
             multiprocess.MultiProcessCollector(self.exposed)
         self.exposed.register(DriftCollector(window))
