@@ -112,7 +112,7 @@ class MatchService:
         wanted = self.replicas.wanted() if self.replicas else None
         self.applied = wanted.token if wanted else None  # the last reload this one did
         self.served = self.load(wanted.run if wanted else run or newest_run())
-        self.metrics = Metrics(lambda: self.served.drift)
+        self.metrics = Metrics(lambda: self.served.drift, self.replicas is not None)
 
     def load(self, run: Path) -> Served:
         folder = model_folder(run)

@@ -9,7 +9,6 @@ worker's own window: each worker sees a share of the same requests.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -17,7 +16,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import GaugeMetricFamily
 
 from ridematch_nb.model import drift
-from ridematch_nb.model.replicas import SHARED_ENV
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -51,13 +49,16 @@ class DriftCollector:
 
 class Metrics:
     """The service's Prometheus metrics, in a registry of its own; ``exposed`` is what
-    ``/metrics`` writes (that registry, or the sum of every worker's files)."""
+    ``/metrics`` writes: that registry, or, for one of ``serve``'s workers, the sum of
+    every worker's files (asked by the caller, not read from PROMETHEUS_MULTIPROC_DIR:
+    Feast sets that variable for itself on import, in one process too)."""
 
-    def __init__(self, window: Callable[[], drift.DriftWindow | None]) -> None:
+    def __init__(
+        self, window: Callable[[], drift.DriftWindow | None], summed_over_workers: bool = False
+    ) -> None:
         self.registry = r = CollectorRegistry()
         self.exposed = r
-        # serve's workers only: Feast sets PROMETHEUS_MULTIPROC_DIR for itself on import
-        if os.environ.get(SHARED_ENV):
+        if summed_over_workers:
             self.exposed = CollectorRegistry()
             multiprocess.MultiProcessCollector(self.exposed)
         self.exposed.register(DriftCollector(window))
