@@ -133,16 +133,25 @@ def test_ready_names_stale_online_values_until_they_are_fresh(service, settings)
     assert ready.json()["redis"].startswith("ok") and ready.json()["model"]
     fs = features.store(settings)
     reader = OnlineReader(fs, settings, features.FEATURE_SERVICE)
-    driver = redis_client(settings).zrange(index_key(fs.project), 0, 0)[0].decode()
+    redis = redis_client(settings)
+    driver = redis.zrange(index_key(fs.project), 0, 0)[0].decode()
     values = reader.columns([driver])
+    # Feast skips a write older than what it holds, so the event times this test moves
+    # to now are put back by hand: a second run on the same stack starts stale again
+    key = reader._key(driver)
+    stamps = {f"_ts:{v}": redis.hget(key, f"_ts:{v}") for v in reader.views.values()}
     now = pd.Timestamp.now(tz="UTC")
-    for view in reader.views:
-        names = [f.name for f in fs.get_feature_view(view).features]
-        row = {"driver_id": [driver], "timestamp": [now], **{n: values[n] for n in names}}
-        fs.write_to_online_store(view, pd.DataFrame(row))
-    ready = httpx.get(f"{service}/ready", timeout=10)
-    assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
-    assert ready.json()["online"].startswith("fresh")
+    try:
+        for view in reader.views:
+            names = [f.name for f in fs.get_feature_view(view).features]
+            row = {"driver_id": [driver], "timestamp": [now], **{n: values[n] for n in names}}
+            fs.write_to_online_store(view, pd.DataFrame(row))
+        ready = httpx.get(f"{service}/ready", timeout=10)
+        assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
+        assert ready.json()["online"].startswith("fresh")
+    finally:
+        redis.hset(key, mapping=stamps)
+    assert httpx.get(f"{service}/ready", timeout=10).status_code == 503
 
 
 def test_drift_is_exported_per_model_feature_once_the_window_fills(
