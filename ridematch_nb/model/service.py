@@ -31,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ridematch_nb.config import ADMIN_TOKEN_KEY, ConfigError, Settings, resolve_path
 from ridematch_nb.contract.events import LAT_RANGE, LON_RANGE
@@ -61,7 +61,7 @@ class MatchRequest(BaseModel):
     top_k: int = Field(5, ge=1, le=50, strict=True)
     dest_lat: float | None = _lat(default=None)
     dest_lon: float | None = _lon(default=None)
-    timestamp: datetime | None = None
+    timestamp: AwareDatetime | None = None  # a time without its offset: a 422, not a guess
     radius_km: float | None = Field(None, gt=0, le=20, strict=True)  # default: the matcher's
 
 

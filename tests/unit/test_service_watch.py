@@ -64,3 +64,13 @@ def test_a_live_rider_request_is_a_valid_match_body():
     parsed = MatchRequest(**body)
     assert (parsed.rider_lat, parsed.rider_lon) == tuple(SEED_EXAMPLES["rider_request"]["origin"])
     assert parsed.timestamp.isoformat().startswith("2025-01-19T18:00:00")
+
+
+def test_a_timestamp_without_its_offset_is_refused_by_name():
+    """Scoring converts the time to the city's zone: a naive one would be a 500 there."""
+    from pydantic import ValidationError
+
+    body = request_body(SEED_EXAMPLES["rider_request"])
+    with pytest.raises(ValidationError) as refused:
+        MatchRequest(**{**body, "timestamp": "2025-01-19T18:00:00"})
+    assert [e["loc"] for e in refused.value.errors()] == [("timestamp",)]
