@@ -225,7 +225,10 @@ class MatchService:
         except RedisUnavailable as exc:
             return False, {**checks, "redis": str(exc).splitlines()[0]}
         checks["redis"] = f"ok at {self.settings.redis_address}"
-        drivers = served.matcher.redis.zrange(served.matcher.key, 0, most - 1)
+        try:
+            drivers = served.matcher.redis.zrange(served.matcher.key, 0, most - 1)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # gone since the check
+            return False, {**checks, "redis": f"unreachable: {exc}"}
         if not drivers:
             return False, {**checks, "online": "no idle driver in the index: materialize (04)"}
         newest = served.matcher.reader.newest_events([d.decode() for d in drivers])
@@ -323,8 +326,9 @@ def admin_refusal(settings: Settings, authorization: str) -> JSONResponse | None
             },
             status_code=503,
         )
-    given = authorization.removeprefix("Bearer ").strip()
-    if not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
+    scheme, _, given = authorization.partition(" ")
+    expected = settings.admin_token.encode()
+    if scheme != "Bearer" or not secrets.compare_digest(given.strip().encode(), expected):
         return JSONResponse(
             {"detail": f"admin call needs Authorization: Bearer <{ADMIN_TOKEN_KEY}>"},
             status_code=401,

@@ -191,6 +191,8 @@ def test_admin_reload_needs_the_token_and_swaps_the_model_under_load(
     assert httpx.post(admin, json={"run": str(other)}).status_code == 401
     wrong = {"Authorization": "Bearer not-the-token"}
     assert httpx.post(admin, json={"run": str(other)}, headers=wrong).status_code == 401
+    bare = {"Authorization": settings.admin_token}  # the token without its scheme
+    assert httpx.post(admin, json={"run": str(other)}, headers=bare).status_code == 401
     token = {"Authorization": f"Bearer {settings.admin_token}"}
     missing = httpx.post(admin, json={"run": str(tmp_path / "none")}, headers=token, timeout=30)
     assert missing.status_code == 409 and "no model in" in missing.json()["detail"]
