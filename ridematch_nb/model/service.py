@@ -50,6 +50,10 @@ def _lon(**kw):
     return Field(ge=LON_RANGE[0], le=LON_RANGE[1], strict=True, **kw)
 
 
+# what a Redis that went away raises, wherever the service reads it
+REDIS_DOWN = (RedisUnavailable, redis.ConnectionError, redis.TimeoutError)
+
+
 class MatchRequest(BaseModel):
     """The original's request, plus optional fields of ours; places must be in the city."""
 
@@ -227,7 +231,7 @@ class MatchService:
         checks["redis"] = f"ok at {self.settings.redis_address}"
         try:
             drivers = served.matcher.redis.zrange(served.matcher.key, 0, most - 1)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # gone since the check
+        except REDIS_DOWN as exc:  # gone since the check
             return False, {**checks, "redis": f"unreachable: {exc}"}
         if not drivers:
             return False, {**checks, "online": "no idle driver in the index: materialize (04)"}
@@ -267,7 +271,7 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
     async def match(body: MatchRequest, explain: bool = Query(False)):
         try:
             return service.match(body, explain)
-        except (RedisUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_DOWN as exc:
             service.metrics.errors.labels("redis").inc()
             where = service.settings.redis_address
             return JSONResponse(
