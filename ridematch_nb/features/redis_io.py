@@ -13,9 +13,15 @@ class RedisUnavailable(RuntimeError):
     """Redis cannot be reached or refuses our credentials; names which and the fix."""
 
 
+# a Redis that stops answering raises redis.TimeoutError after these instead of holding
+# its caller forever (the service reads on its event loop: a hang there stops it all)
+TIMEOUTS_S = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+
+
 def redis_client(settings: Settings, **kw) -> redis.Redis:
-    """A client for the profile's Redis (its URL carries the stack's password)."""
-    return redis.Redis.from_url(settings.redis_url, **kw)
+    """A client for the profile's Redis (its URL carries the stack's password), with
+    ``TIMEOUTS_S`` unless the caller or the URL says otherwise."""
+    return redis.Redis.from_url(settings.redis_url, **{**TIMEOUTS_S, **kw})
 
 
 def redis_check(url: str, timeout_s: float = 2.0) -> None:
