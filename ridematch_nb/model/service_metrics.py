@@ -64,7 +64,7 @@ class Metrics:
         self.exposed.register(DriftCollector(window))
         self.latency = Histogram(
             "match_request_latency_seconds",
-            "Whole request, first byte read to last byte written, by path and outcome",
+            "Whole request, arrival at the app to last byte written, by path and outcome",
             ["path", "outcome"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -98,25 +98,18 @@ class Metrics:
 
 
 class TimedApp:
-    """ASGI middleware: each request's time from the first byte read (or its arrival, when
-    it has no body) to the last byte written, by path and outcome (the status class)."""
+    """ASGI middleware: each request's time from its arrival at the app (its headers
+    read) to the last byte written, by path and outcome (the status class). A path the
+    app does not route counts as ``other``: a scanner's URLs would make a series each."""
 
-    def __init__(self, app, histogram: Histogram) -> None:
-        self.app, self.histogram = app, histogram
+    def __init__(self, app, histogram: Histogram, paths: set[str]) -> None:
+        self.app, self.histogram, self.paths = app, histogram, paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start = [time.perf_counter()]
-        status = [500]
-        first_read = [True]
-
-        async def timed_receive():
-            message = await receive()
-            if first_read[0]:
-                first_read[0] = False
-                start[0] = time.perf_counter()
-            return message
+        start, status = time.perf_counter(), [500]
+        path = scope["path"] if scope["path"] in self.paths else "other"
 
         async def timed_send(message):
             if message["type"] == "http.response.start":
@@ -124,8 +117,6 @@ class TimedApp:
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 outcome = f"{status[0] // 100}xx"
-                self.histogram.labels(scope["path"], outcome).observe(
-                    time.perf_counter() - start[0]
-                )
+                self.histogram.labels(path, outcome).observe(time.perf_counter() - start)
 
-        await self.app(scope, timed_receive, timed_send)
+        await self.app(scope, receive, timed_send)
