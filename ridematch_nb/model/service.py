@@ -116,34 +116,45 @@ class MatchService:
         wanted = self.replicas.wanted() if self.replicas else None
         self.applied = wanted.token if wanted else None  # the last reload this one did
         self.served = self.load(wanted.run if wanted else run or newest_run())
+        if wanted:  # restarted during a reload: the worker that waits counts this one too
+            self.replicas.answer(wanted.token, self.served.run.name)
         self.metrics = Metrics(lambda: self.served.drift, self.replicas is not None)
+        self._swapping = asyncio.Lock()  # one load-and-swap at a time in this worker
 
     def load(self, run: Path) -> Served:
         folder = model_folder(run)
         if not (folder / "model_card.json").is_file():
             raise ConfigError(f"no model in {folder}: run notebook 05 (make demo) first")
         trained = training.load(folder, self.fs)
+        trained.flat_trees()  # here, not on the event loop in the first request
         matcher = matching.Matcher(self.settings, self.fs, trained, self.fs.project)
         reference = drift.load_reference(folder)
         window = None if reference is None else drift.DriftWindow(reference, trained.features)
         return Served(run, trained, matcher, window)
 
-    def reload(self, run: Path | None) -> dict:
-        """Serve another run's model (default: the newest), loaded beside the one in use
-        and swapped in once whole."""
+    def reload(self, run: Path) -> dict:
+        """Serve another run's model, loaded beside the one in use and swapped in once
+        whole."""
         previous = self.served.run.name
         self.fs.refresh_registry()  # the new run may have applied the repo again
-        self.served = self.load(run or newest_run())
-        return {"model_version": self.served.run.name, "previous": previous}
+        self.served = self.load(run)
+        return {"model_version": run.name, "previous": previous}
+
+    async def _reload_here(self, run: Path) -> dict:
+        """``reload`` off the loop (requests go on being answered by the old model),
+        after any other reload of this worker's: two would race to set the served one."""
+        async with self._swapping:
+            return await run_in_threadpool(self.reload, run)
 
     async def reload_all(self, run: Path | None) -> JSONResponse | dict:
-        """Reload here, off the loop (requests go on being answered by the old model),
-        then, with other workers, have each of them do the same and wait for them all."""
-        reloaded = await run_in_threadpool(self.reload, run)
+        """Reload here (default: the newest run), then, with other workers, have each
+        of them do the same and wait for them all."""
+        run = run or newest_run()
+        reloaded = await self._reload_here(run)
         if self.replicas is None:
             return reloaded
-        self.applied = self.replicas.want(self.served.run)  # no await between: the poll
-        self.replicas.answer(self.applied, self.served.run.name)  # skips this token
+        self.applied = self.replicas.want(run)  # no await between: the poll skips it
+        self.replicas.answer(self.applied, run.name)
         answers = await run_in_threadpool(self.replicas.wait_for_all, self.applied)
         reloaded["workers"] = {pid: a["served"] or a["error"] for pid, a in answers.items()}
         failed = [a["error"] for a in answers.values() if a["error"]]
@@ -162,11 +173,11 @@ class MatchService:
                 continue
             self.applied = wanted.token
             try:
-                await run_in_threadpool(self.reload, wanted.run)
+                await self._reload_here(wanted.run)
             except Exception as exc:  # said to the worker that waits; this loop goes on
                 self.replicas.answer(wanted.token, None, f"{type(exc).__name__}: {exc}")
             else:
-                self.replicas.answer(wanted.token, self.served.run.name)
+                self.replicas.answer(wanted.token, wanted.run.name)
 
     def match(self, body: MatchRequest, explain: bool) -> dict:
         at = body.timestamp or datetime.now(UTC)
@@ -316,7 +327,7 @@ def create_app(settings: Settings, run: Path | None = None) -> TimedApp:
         detail = [{k: e[k] for k in keep if k in e} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    return TimedApp(app, service.metrics.latency)
+    return TimedApp(app, service.metrics.latency, {route.path for route in app.routes})
 
 
 def admin_refusal(settings: Settings, authorization: str) -> JSONResponse | None:

@@ -177,6 +177,17 @@ class TrainedModel:
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         return self.model.predict_proba(frame[self.features])[:, 1]
 
+    def flat_trees(self) -> FlatTrees | None:
+        """The trees flattened, built at the first call (the service makes it when it
+        loads a model, not in its first request); None for a model FlatTrees does not
+        handle, which scikit-learn then scores."""
+        if self._flat is None:
+            try:
+                self._flat = FlatTrees(self.model)
+            except ValueError:
+                self._flat = False
+        return self._flat or None
+
     def score_columns(self, cols: dict) -> np.ndarray:
         """``scores`` for a handful of rows given as columns (serving one request's
         candidates, the dispatch replay): a DataFrame costs more than the trees there,
@@ -184,13 +195,9 @@ class TrainedModel:
         the same scores). The columns go in the model's feature order, which is what
         the names checked."""
         X = np.column_stack([np.asarray(cols[f], dtype=float) for f in self.features])
-        if self._flat is None:
-            try:
-                self._flat = FlatTrees(self.model)
-            except ValueError:  # a model FlatTrees does not handle: scikit-learn scores
-                self._flat = False
-        if self._flat:
-            return self._flat.proba(X)
+        flat = self.flat_trees()
+        if flat:
+            return flat.proba(X)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
             return self.model.predict_proba(X)[:, 1]

@@ -43,3 +43,44 @@ def test_a_worker_that_failed_says_why(tmp_path):
     token = replicas.want(Path("/runs/x"))
     replicas.answer(token, None, "ConfigError: no model in /runs/x/model")
     assert replicas.answers(token).popitem()[1]["error"].startswith("ConfigError")
+
+
+OTHER_WORKER_FAILS = """
+import sys, time
+from pathlib import Path
+from ridematch_nb.model.replicas import Replicas
+replicas = Replicas(Path(sys.argv[1]), 2)
+while (wanted := replicas.wanted()) is None:
+    time.sleep(0.02)
+replicas.answer(wanted.token, None, f"ConfigError: no model in {wanted.run}")
+"""
+
+
+def test_a_reload_one_worker_failed_is_a_503_naming_its_error(tmp_path):
+    """The worker that took the reload loaded it; the other (another process, through
+    the shared folder) could not: the answer is a 503 listing both and the error."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from ridematch_nb.model.service import MatchService
+
+    service = object.__new__(MatchService)  # no model, no store: only the reload's logic
+    service.replicas, service._swapping = Replicas(tmp_path, 2), asyncio.Lock()
+    service.served = SimpleNamespace(run=Path("/runs/a"))
+
+    def reload(run):
+        service.served = SimpleNamespace(run=run)
+        return {"model_version": run.name, "previous": "a"}
+
+    service.reload = reload
+    other = subprocess.Popen([sys.executable, "-c", OTHER_WORKER_FAILS, str(tmp_path)])
+    try:
+        answer = asyncio.run(service.reload_all(Path("/runs/b")))
+    finally:
+        other.wait(timeout=30)
+    assert answer.status_code == 503
+    got = json.loads(answer.body)
+    assert "some workers only (2 of 2 workers answered)" in got["detail"]
+    assert "ConfigError: no model in /runs/b" in got["detail"]
+    assert sorted(got["workers"].values()) == ["ConfigError: no model in /runs/b", "b"]
