@@ -109,6 +109,14 @@ def feast_env(settings: Settings, project: str | None = None) -> dict[str, str]:
     }
 
 
+def on_loopback(args: list[str]) -> list[str]:
+    """Feast's arguments, with ``--host 127.0.0.1`` added to a ``feast ui`` not given a
+    host: Feast's default for it is every interface, and this stack listens on 127.0.0.1
+    only (``feast serve``'s default is already that)."""
+    given = any(a in ("-h", "--host") or a.startswith("--host=") for a in args)
+    return [*args, "--host", "127.0.0.1"] if args[:1] == ["ui"] and not given else args
+
+
 def run_feast_cli(settings: Settings, args: list[str]) -> int:
     """Run Feast's own command line inside feature_repo/ for this profile (``feast plan``,
     ``feast serve``, ``feast ui``...): a child process given ``feast_env``, so nothing is
@@ -122,7 +130,9 @@ def run_feast_cli(settings: Settings, args: list[str]) -> int:
     if feast is None:
         raise RuntimeError("the feast command is not installed: run `make install`")
     env = {**os.environ, **feast_env(settings)}
-    child = subprocess.Popen([feast, *args], cwd=PROJECT_ROOT / "feature_repo", env=env)
+    child = subprocess.Popen(
+        [feast, *on_loopback(args)], cwd=PROJECT_ROOT / "feature_repo", env=env
+    )
     # stopping this command stops feast too (a server such as `feast serve` included)
     previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
     try:
