@@ -123,6 +123,37 @@ def test_health_and_metrics_that_count_what_was_served(service):
         assert f"{name}_count" in text
 
 
+def test_a_candidate_without_a_feature_is_left_out_and_counted_under_its_name(
+    service, settings, requests
+):
+    """One driver's online value of one feature deleted: the service ranks the others
+    and feature_missing_total counts the gap under that feature (the value put back)."""
+    body = request_body(requests[-1], top_k=50, radius_km=20)
+    first = httpx.post(f"{service}/match?explain=true", json=body, timeout=10).json()
+    assert first["matches"], first
+    driver = first["matches"][0]["driver_id"]
+    fs = features.store(settings)
+    reader = OnlineReader(fs, settings, features.FEATURE_SERVICE)
+    field = reader._fields[reader.names.index("accept_rate_7d")]
+    redis, key = redis_client(settings), reader._key(driver)
+    kept = redis.hget(key, field)
+    counted = 'feature_missing_total{feature_name="accept_rate_7d"}'
+    before, others = (
+        sample(service, counted),
+        sample(service, counted.replace("accept_rate_7d", "avg_response_ms")),
+    )
+    try:
+        redis.hdel(key, field)
+        again = httpx.post(f"{service}/match?explain=true", json=body, timeout=10).json()
+    finally:
+        redis.hset(key, field, kept)
+    ranked = [m["driver_id"] for m in again["matches"]]
+    assert driver not in ranked and len(ranked) == len(first["matches"]) - 1, again
+    assert again["skipped_missing"] == first["skipped_missing"] + 1
+    assert sample(service, counted) == before + 1
+    assert sample(service, counted.replace("accept_rate_7d", "avg_response_ms")) == others
+
+
 def test_ready_names_stale_online_values_until_they_are_fresh(service, settings):
     """The chain's day is simulated in the past: answered, but not ready. One idle
     driver's values written again with the time of now make both views fresh."""
@@ -347,8 +378,9 @@ def test_fuzzed_bodies_from_the_services_own_schema_never_get_a_500(service):
         assert reply.status_code in (200, 422), (body, reply.status_code, reply.text[:300])
         if reply.status_code == 200:
             assert set(reply.json()) <= {"matches", "reason"}
-        else:
-            assert all(e["loc"] for e in reply.json()["detail"])
+        else:  # every body is an object: each error names one of the schema's fields
+            named = [e["loc"][1] if len(e["loc"]) > 1 else None for e in reply.json()["detail"]]
+            assert named and all(name in fields for name in named), (body, named)
 
     check()
 

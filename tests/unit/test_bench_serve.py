@@ -2,7 +2,11 @@
 figures it reads from /proc."""
 
 import os
+import subprocess
+import sys
 import time
+
+import psutil
 
 from ridematch_nb.bench.serve import machine_cpu, measured, median_of_rounds, process_cpu_s
 
@@ -58,3 +62,29 @@ def test_cpu_per_request_counts_the_work_of_the_load():
 def test_cpu_per_request_is_none_when_a_worker_was_replaced():
     cell = median_of_rounds([{**_round(10.0), "cpu_ms_per_request": None}, _round(11.0)])
     assert cell["cpu_ms_per_request"] == 4.0
+
+
+def test_a_server_whose_workers_changed_meanwhile_has_no_cpu_per_request():
+    """A real process tree: a parent that starts a worker a moment after it began. The
+    round that sees the worker appear has no CPU figure; the next, on a steady tree,
+    has one."""
+    forks_later = (
+        "import subprocess, sys, time; time.sleep(0.4);"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", forks_later])
+
+    def wait(seconds):
+        time.sleep(seconds)
+        return {"requests": 10}
+
+    try:
+        assert measured(parent.pid, wait, 1.5)["cpu_ms_per_request"] is None
+        steady = measured(parent.pid, wait, 0.3)
+        assert steady["cpu_ms_per_request"] is not None and steady["cpu_ms_per_request"] >= 0
+        assert len(process_cpu_s(parent.pid)[1]) == 2
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
