@@ -40,6 +40,7 @@ import numpy as np
 from ridematch_nb.bench.stages import BENCH_DIR, machine
 from ridematch_nb.config import PROJECT_ROOT, Settings
 from ridematch_nb.ports import free_port
+from ridematch_nb.process import wait_until_answering
 from ridematch_nb.runs import model_folder, newest_run
 
 RATES = (50, 100, 200, 400)
@@ -75,18 +76,18 @@ def server(args: list[str], ready_url: str, method: str = "get", body: dict | No
         proc = subprocess.Popen(
             [sys.executable, "-m", "ridematch_nb", *args], cwd=PROJECT_ROOT, stdout=log, stderr=log
         )
+
+        def answering() -> bool:
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.request(method, ready_url, json=body, timeout=5).status_code == 200
+            return False
+
+        def output() -> str:
+            log.seek(0)
+            return log.read()[-1500:]
+
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"{args[0]} exited: {log.read()[-1500:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.request(method, ready_url, json=body, timeout=5).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{args[0]} did not answer {ready_url} in 120 s")
-                time.sleep(0.5)
+            wait_until_answering(answering, proc.poll, f"{args[0]} at {ready_url}", output)
             yield proc.pid
         finally:
             proc.terminate()
@@ -245,17 +246,14 @@ def run_serve_bench(
     matcher = matching.Matcher(settings, fs, trained, fs.project)
     table = storage.read_dataset(settings, "rider_request").to_pandas()
     latest = table.sort_values("timestamp").tail(1000).to_dict("records")
+    found = [(r, matcher.candidates(r["origin_lat"], r["origin_lon"])) for r in latest]
     # requests with candidates: Feast's server answers no empty entity list
-    requests = [r for r in latest if matcher.candidates(r["origin_lat"], r["origin_lon"])][-500:]
+    found = [(r, drivers) for r, drivers in found if drivers][-500:]
+    requests = [r for r, _ in found]
     match_bodies = [json.dumps(request_body(r)) for r in requests]
     feast_bodies = [
-        json.dumps(
-            {
-                "feature_service": features.FEATURE_SERVICE,
-                "entities": {"driver_id": matcher.candidates(r["origin_lat"], r["origin_lon"])},
-            }
-        )
-        for r in requests
+        json.dumps({"feature_service": features.FEATURE_SERVICE, "entities": {"driver_id": d}})
+        for _, d in found
     ]
     params = ["--params", str(settings.params_file)]
 
