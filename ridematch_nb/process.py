@@ -1,7 +1,7 @@
 """Processes: a child's life tied to its parent's (what the ETL's writer process and the
-live notebook's background commands share, so neither outlives a parent that dies), and
-a process started again with variables in its environment (the package reads the
-environment; it never writes it)."""
+live notebook's background commands share, so neither outlives a parent that dies), a
+process started again with variables in its environment (the package reads the
+environment; it never writes it), and the wait for a server we started to answer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 STARTED_AGAIN = "RIDEMATCH_STARTED_AGAIN"  # set in the one restart, so there is only one
 
@@ -36,3 +37,29 @@ def die_with_parent(parent: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
+
+
+class ChildExited(RuntimeError):
+    """The server we started stopped before it answered; the message ends with its output."""
+
+
+def wait_until_answering(
+    answering: Callable[[], bool],
+    exit_code: Callable[[], int | None],
+    what: str,
+    output: Callable[[], str],
+    timeout_s: float = 120.0,
+) -> None:
+    """Return once ``answering()`` (which swallows its own connection errors) is true:
+    the server ``what`` that we started serves. ``ChildExited`` with the last of its
+    ``output()`` when ``exit_code()`` says it stopped first (a port taken, a missing
+    model), a RuntimeError when it did not answer in ``timeout_s``. The bench, the
+    notebook's client and the tests start servers so."""
+    deadline = time.monotonic() + timeout_s
+    while not answering():
+        code = exit_code()
+        if code is not None:
+            raise ChildExited(f"{what} exited {code}: {output()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer in {timeout_s:g} s")
+        time.sleep(0.3)

@@ -99,9 +99,9 @@ def own_broker(settings: Settings, tmp_path: Path, unique: str):
     restart the broker: the suite's broker stays up for the tests running beside it.
     Its ``settings`` point at it; ``stop``/``start``/``restart`` act on it alone."""
     from ridematch_nb.lake.storage import s3_client
+    from ridematch_nb.ports import free_port
     from ridematch_nb.stack.control import LocalStack
     from ridematch_nb.stack.services import create_buckets
-    from tests.helpers.ports import free_port
 
     mine = replace(
         settings,

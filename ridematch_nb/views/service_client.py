@@ -17,6 +17,7 @@ import httpx
 from ridematch_nb.config import Settings
 from ridematch_nb.model.service import request_body
 from ridematch_nb.ports import free_port, port_is_free
+from ridematch_nb.process import wait_until_answering
 from ridematch_nb.views.live import Background
 
 START_TIMEOUT_S = 120.0
@@ -68,17 +69,16 @@ def connect(settings: Settings, run: Path, log_dir: Path | None = None) -> Servi
     background = Background(settings, log_dir or run / "logs")
     background.start("serve", "--run", str(run), "--port", str(port))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while served_run(url) != run.name:
-        if background.procs["serve"].popen.poll() is not None:
-            raise RuntimeError(
-                "the match service exited: " + " | ".join(background.tail("serve", 8))
-            )
-        if time.monotonic() > deadline:
-            background.close()
-            raise RuntimeError(
-                f"the match service did not answer at {url} in {START_TIMEOUT_S:g} s"
-            )
-        time.sleep(0.3)
+    try:
+        wait_until_answering(
+            lambda: served_run(url) == run.name,
+            background.procs["serve"].popen.poll,
+            f"the match service at {url}",
+            lambda: " | ".join(background.tail("serve", 8)),
+            START_TIMEOUT_S,
+        )
+    except RuntimeError:
+        background.close()
+        raise
     why = "" if found is None else f" (the profile's serves {found})"
     return ServiceClient(url, background, f"started a service for {run.name}{why}")

@@ -1,19 +1,23 @@
 """The match service as the tests start it: `python -m ridematch_nb serve` in a child
-process on a free port, and what they read of its /metrics."""
+process on a free port, the load k6 sends it meanwhile, and what they read of its
+/metrics."""
 
 import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import httpx
 import pytest
 
+from ridematch_nb.bench.serve import k6_run
 from ridematch_nb.config import PROJECT_ROOT
+from ridematch_nb.ports import free_port
+from ridematch_nb.process import ChildExited, wait_until_answering
 from tests.conftest import TEST_PARAMS
-from tests.helpers.ports import free_port
 
 
 @contextlib.contextmanager
@@ -36,9 +40,10 @@ def process(command: list[str], env: dict | None = None):
             proc.wait(timeout=20)
 
 
-def exited(proc, log) -> str:
+def output(log) -> str:
+    """The last of what a child of ``process`` wrote."""
     log.seek(0)
-    return f"exited {proc.returncode}: {log.read()[-2000:]}"
+    return log.read()[-2000:]
 
 
 @contextlib.contextmanager
@@ -50,24 +55,37 @@ def running_service(run_dir, env: dict | None = None, workers: int = 1, attempts
     command += ["--run", str(run_dir), "--port", str(port), "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     with process(command, env) as (proc, log):
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                said = exited(proc, log)
-                if "address already in use" in said and attempts > 1:
-                    break
-                pytest.fail("serve " + said)
+
+        def alive() -> bool:
             try:
-                up = httpx.get(f"{url}/health", timeout=1).status_code == 200
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
             except httpx.TransportError:
-                up = False
-            if up:
-                yield url
-                return
-            assert time.monotonic() < deadline, "serve did not answer /health in 90 s"
-            time.sleep(0.3)
+                return False
+
+        try:
+            wait_until_answering(alive, proc.poll, "serve", lambda: output(log), 90)
+        except ChildExited as exc:
+            if "address already in use" not in str(exc) or attempts <= 1:
+                pytest.fail(str(exc))
+        else:
+            yield url
+            return
     with running_service(run_dir, env, workers, attempts - 1) as url:
         yield url
+
+
+@contextlib.contextmanager
+def k6_meanwhile(url: str, bodies: list[str], rate: int, duration_s: int, lead_s: float = 2):
+    """k6 sending ``rate`` requests/s to ``url`` (open loop) in a thread, the block entered
+    ``lead_s`` after it began; the dict yielded holds k6's figures once the block ends."""
+    load: dict = {}
+    sender = threading.Thread(target=lambda: load.update(k6_run(url, bodies, rate, duration_s)))
+    sender.start()
+    time.sleep(lead_s)
+    try:
+        yield load
+    finally:
+        sender.join()
 
 
 def sample(service: str, name: str) -> float:

@@ -11,10 +11,10 @@ import redis
 from ridematch_nb.features.redis_io import RedisUnavailable, check_redis
 from ridematch_nb.lake import etl
 from ridematch_nb.lake.storage import Lake, S3Unavailable
+from ridematch_nb.ports import free_port
 from ridematch_nb.sim.world import WorldParams
 from ridematch_nb.stream import generate
 from ridematch_nb.stream.kafka_io import KafkaUnavailable, connect_producer
-from tests.helpers.ports import free_port
 
 
 def test_the_stack_redis_has_a_password_from_the_secrets_file(settings):

@@ -10,12 +10,12 @@ import pytest
 from ridematch_nb.config import PROJECT_ROOT
 from ridematch_nb.contract.events import decode, encode, key_of
 from ridematch_nb.lake.storage import Lake
+from ridematch_nb.ports import free_port
 from ridematch_nb.sim.world import WorldParams, simulate
 from ridematch_nb.stream.generate import backfill, realtime
 from ridematch_nb.stream.kafka_io import KafkaUnavailable, connect_producer
 from ridematch_nb.stream.topics import read_records
 from tests.conftest import TEST_PARAMS
-from tests.helpers.ports import free_port
 
 WORLD = WorldParams(seed=21, n_drivers=120, n_riders=300, start="2026-10-05T12:00:00Z")
 

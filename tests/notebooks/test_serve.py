@@ -1,6 +1,7 @@
 """The match over HTTP: `python -m ridematch_nb serve` on the chain's model and the real
 stack, called as the original project's clients call it."""
 
+import json
 import sys
 import time
 
@@ -8,16 +9,18 @@ import httpx
 import pandas as pd
 import pytest
 
+from ridematch_nb.bench.serve import k6_run
 from ridematch_nb.features import store as features
 from ridematch_nb.features.online import OnlineReader, index_key
 from ridematch_nb.features.redis_io import redis_client
 from ridematch_nb.lake import storage
 from ridematch_nb.model import drift, matching, training
 from ridematch_nb.model.service import request_body
+from ridematch_nb.ports import free_port
+from ridematch_nb.process import wait_until_answering
 from ridematch_nb.runs import model_folder
 from tests.conftest import TEST_PARAMS
-from tests.helpers.ports import free_port
-from tests.helpers.serving import exited, process, running_service, sample
+from tests.helpers.serving import k6_meanwhile, output, process, running_service, sample
 from tests.helpers.tcp_proxy import Proxy
 
 ORIGINAL_KEYS = {"driver_id", "score", "distance_km"}
@@ -209,11 +212,7 @@ def test_admin_reload_needs_the_token_and_swaps_the_model_under_load(
 ):
     """A copy of the chain's model as another run, swapped in while k6 sends 50
     requests/s: every request answered, and the next ones name the new run."""
-    import json
     import shutil
-    import threading
-
-    from ridematch_nb.bench.serve import k6_run
 
     other = tmp_path / "20991231-000000-copy"
     shutil.copytree(model_folder(chain.run_dir), other / "model")
@@ -229,14 +228,8 @@ def test_admin_reload_needs_the_token_and_swaps_the_model_under_load(
     assert missing.status_code == 409 and "no model in" in missing.json()["detail"]
 
     bodies = [json.dumps(request_body(r)) for r in requests]
-    load: dict = {}
-    sender = threading.Thread(
-        target=lambda: load.update(k6_run(f"{service}/match", bodies, rate=50, duration_s=6))
-    )
-    sender.start()
-    time.sleep(2)
-    swapped = httpx.post(admin, json={"run": str(other)}, headers=token, timeout=60)
-    sender.join()
+    with k6_meanwhile(f"{service}/match", bodies, rate=50, duration_s=6) as load:
+        swapped = httpx.post(admin, json={"run": str(other)}, headers=token, timeout=60)
     assert swapped.status_code == 200, swapped.text
     assert swapped.json() == {"model_version": other.name, "previous": chain.run_dir.name}
     assert load["requests"] >= 290 and load["errors"] == 0 and load["dropped"] == 0
@@ -252,11 +245,6 @@ def test_redis_away_under_load_gives_503s_naming_redis_and_the_service_comes_bac
     """Redis behind a real TCP proxy that the test cuts, then opens again on its port,
     while k6 sends 40 requests/s: the requests in the gap get 503s that name Redis,
     none gets a 5xx of another kind, and the service answers again by itself."""
-    import json
-    import threading
-
-    from ridematch_nb.bench.serve import k6_run
-
     proxy = Proxy(settings.redis_port)
     through = settings.redis_url.replace(f":{settings.redis_port}/", f":{proxy.port}/")
     assert through != settings.redis_url
@@ -264,27 +252,25 @@ def test_redis_away_under_load_gives_503s_naming_redis_and_the_service_comes_bac
     bodies = [json.dumps(request_body(r)) for r in requests]
     with running_service(chain.run_dir, {"RIDEMATCH_REDIS_URL": through}) as url:
         assert httpx.post(f"{url}/match", json=body, timeout=10).status_code == 200
-        load: dict = {}
-        sender = threading.Thread(
-            target=lambda: load.update(k6_run(f"{url}/match", bodies, rate=40, duration_s=10))
-        )
-        sender.start()
-        time.sleep(2)
-        proxy.stop()
-        replies = [httpx.post(f"{url}/match", json=body, timeout=10) for _ in range(5)]
-        assert [r.status_code for r in replies] == [503] * 5
-        assert all("Redis" in r.json()["detail"] for r in replies)
-        down = httpx.get(f"{url}/ready", timeout=10)
-        assert down.status_code == 503 and "Redis" in down.json()["redis"]
-        back = Proxy(settings.redis_port, port=proxy.port)
+        back = None
         try:
-            deadline, waited = time.monotonic() + 15, 0
-            while (status := httpx.post(f"{url}/match", json=body, timeout=10).status_code) != 200:
-                assert status == 503 and time.monotonic() < deadline, "the service did not recover"
-                waited += 1
-                time.sleep(0.2)
-            assert httpx.get(f"{url}/ready", timeout=10).json()["redis"].startswith("ok")
-            sender.join()
+            with k6_meanwhile(f"{url}/match", bodies, rate=40, duration_s=10) as load:
+                proxy.stop()
+                replies = [httpx.post(f"{url}/match", json=body, timeout=10) for _ in range(5)]
+                assert [r.status_code for r in replies] == [503] * 5
+                assert all("Redis" in r.json()["detail"] for r in replies)
+                down = httpx.get(f"{url}/ready", timeout=10)
+                assert down.status_code == 503 and "Redis" in down.json()["redis"]
+                back = Proxy(settings.redis_port, port=proxy.port)
+                deadline, waited = time.monotonic() + 15, 0
+                while (
+                    reply := httpx.post(f"{url}/match", json=body, timeout=10)
+                ).status_code != 200:
+                    assert reply.status_code == 503, reply.text
+                    assert time.monotonic() < deadline, "the service did not recover"
+                    waited += 1
+                    time.sleep(0.2)
+                assert httpx.get(f"{url}/ready", timeout=10).json()["redis"].startswith("ok")
             assert load["dropped"] == 0
             assert 0 < load["errors"] < load["requests"] - 100, load
             refused = 5 + waited + load["errors"]
@@ -292,8 +278,8 @@ def test_redis_away_under_load_gives_503s_naming_redis_and_the_service_comes_bac
             failed = 'match_request_latency_seconds_count{outcome="5xx",path="/match"}'
             assert sample(url, failed) == refused
         finally:
-            sender.join()
-            back.stop()
+            if back is not None:
+                back.stop()
 
 
 def test_feast_serve_through_our_command_answers_what_the_serving_reader_reads(chain, settings):
@@ -308,17 +294,18 @@ def test_feast_serve_through_our_command_answers_what_the_serving_reader_reads(c
     fs = features.store(settings)
     drivers = [f"driver_{i}" for i in range(0, 40, 3)] + ["driver_nobody"]
     body = {"feature_service": features.FEATURE_SERVICE, "entities": {"driver_id": drivers}}
+    replies = []
+
+    def answered() -> bool:
+        try:
+            replies.append(httpx.post(url, json=body, timeout=10))
+        except httpx.TransportError:
+            return False
+        return True
+
     with process(command) as (proc, log):
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail("feast serve " + exited(proc, log))
-            try:
-                reply = httpx.post(url, json=body, timeout=10)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "feast serve did not answer in 120 s"
-                time.sleep(0.5)
+        wait_until_answering(answered, proc.poll, "feast serve", lambda: output(log))
+        reply = replies[-1]
         assert reply.status_code == 200, reply.text
         got = reply.json()
         served = {
@@ -343,8 +330,6 @@ def test_fuzzed_bodies_from_the_services_own_schema_never_get_a_500(service):
     """Property-based: bodies built from /openapi.json's MatchRequest, each field missing,
     in range, out of range or of any JSON type, plus unknown fields. Every answer is a
     200 with the original's shape or a 422 naming a field; never a 500."""
-    import json
-
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -388,10 +373,6 @@ def test_fuzzed_bodies_from_the_services_own_schema_never_get_a_500(service):
 def test_the_load_generator_sends_at_the_asked_rate_and_reads_every_answer(service, requests):
     """bench --serve's k6 run (open-loop, constant arrival rate), briefly: the figures it
     reports come from k6's own summary of what it sent and got."""
-    import json
-
-    from ridematch_nb.bench.serve import k6_run
-
     bodies = [json.dumps(request_body(r)) for r in requests]
     got = k6_run(f"{service}/match", bodies, rate=20, duration_s=3)
     assert 55 <= got["requests"] <= 62 and got["errors"] == 0 and got["dropped"] == 0

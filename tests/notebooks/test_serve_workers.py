@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import threading
 import time
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from ridematch_nb.lake import storage
 from ridematch_nb.model.service import request_body
 from ridematch_nb.runs import model_folder
-from tests.helpers.serving import running_service, sample
+from tests.helpers.serving import k6_meanwhile, running_service, sample
 
 SERVED = 'match_request_latency_seconds_count{outcome="2xx",path="/match"}'
 
@@ -62,25 +61,16 @@ def test_a_reload_under_load_reaches_every_worker_and_one_started_again(
     50 requests/s: every request answered, the reply lists both workers on the new run,
     every worker then names it, and so does a worker that uvicorn starts in place of
     one killed."""
-    from ridematch_nb.bench.serve import k6_run
-
     other = tmp_path / "20991231-000000-copy"
     shutil.copytree(model_folder(chain.run_dir), other / "model")
     token = {"Authorization": f"Bearer {settings.admin_token}"}
     before = served_by(service, body)
     assert set(before.values()) == {chain.run_dir.name}
 
-    load: dict = {}
-    bodies = [json.dumps(body)]
-    sender = threading.Thread(
-        target=lambda: load.update(k6_run(f"{service}/match", bodies, rate=50, duration_s=6))
-    )
-    sender.start()
-    time.sleep(2)
-    swapped = httpx.post(
-        f"{service}/admin/reload", json={"run": str(other)}, headers=token, timeout=90
-    )
-    sender.join()
+    with k6_meanwhile(f"{service}/match", [json.dumps(body)], rate=50, duration_s=6) as load:
+        swapped = httpx.post(
+            f"{service}/admin/reload", json={"run": str(other)}, headers=token, timeout=90
+        )
     assert swapped.status_code == 200, swapped.text
     reply = swapped.json()
     assert reply["model_version"] == other.name and reply["previous"] == chain.run_dir.name

@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,6 +18,8 @@ import urllib.request
 import pytest
 
 from ridematch_nb.config import PROJECT_ROOT
+from ridematch_nb.ports import free_port
+from ridematch_nb.process import wait_until_answering
 from ridematch_nb.stack.lab import lab_command
 from tests.integration.test_live import LIVE_TOPIC, gone_within, live_env, live_processes
 
@@ -46,23 +47,12 @@ QUIET_LAB = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_lab(url: str, lab: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert lab.poll() is None, "JupyterLab exited while starting"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout_s} s")
+def lab_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def shrink(path, **values) -> None:
@@ -116,7 +106,12 @@ def lab(stack, tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_lab(f"{base}/api/status?token={token}", proc)
+        wait_until_answering(
+            lambda: lab_answers(f"{base}/api/status?token={token}"),
+            proc.poll,
+            "JupyterLab",
+            lambda: (tmp_path / "lab.log").read_text(errors="replace")[-1500:],
+        )
         yield base, token
     finally:
         proc.terminate()
