@@ -140,21 +140,19 @@ class MatchService:
         self.served = self.load(run)
         return {"model_version": run.name, "previous": previous}
 
-    async def _reload_here(self, run: Path) -> dict:
-        """``reload`` off the loop (requests go on being answered by the old model),
-        after any other reload of this worker's: two would race to set the served one."""
-        async with self._swapping:
-            return await run_in_threadpool(self.reload, run)
-
     async def reload_all(self, run: Path | None) -> JSONResponse | dict:
-        """Reload here (default: the newest run), then, with other workers, have each
-        of them do the same and wait for them all."""
+        """Reload here (default: the newest run), off the loop (requests go on being
+        answered by the old model), then, with other workers, have each of them do the
+        same and wait for them all. The lock holds this worker's load-and-swap and its
+        word to the others together: a reload another worker asked for meanwhile is
+        applied after this one, never over it with an older run."""
         run = run or newest_run()
-        reloaded = await self._reload_here(run)
-        if self.replicas is None:
-            return reloaded
-        self.applied = self.replicas.want(run)  # no await between: the poll skips it
-        self.replicas.answer(self.applied, run.name)
+        async with self._swapping:
+            reloaded = await run_in_threadpool(self.reload, run)
+            if self.replicas is None:
+                return reloaded
+            self.applied = self.replicas.want(run)
+            self.replicas.answer(self.applied, run.name)
         answers = await run_in_threadpool(self.replicas.wait_for_all, self.applied)
         reloaded["workers"] = {pid: a["served"] or a["error"] for pid, a in answers.items()}
         failed = [a["error"] for a in answers.values() if a["error"]]
@@ -165,19 +163,22 @@ class MatchService:
         return reloaded
 
     async def follow_reloads(self) -> None:
-        """Forever: when another worker took a reload, load the same run and say so."""
+        """Forever: when another worker took a reload, load the same run and say so. The
+        wanted run is read under the lock, so a reload superseded while this worker
+        waited for it is skipped."""
         while True:
             await asyncio.sleep(POLL_S)
-            wanted = self.replicas.wanted()
-            if wanted is None or wanted.token == self.applied:
-                continue
-            self.applied = wanted.token
-            try:
-                await self._reload_here(wanted.run)
-            except Exception as exc:  # said to the worker that waits; this loop goes on
-                self.replicas.answer(wanted.token, None, f"{type(exc).__name__}: {exc}")
-            else:
-                self.replicas.answer(wanted.token, wanted.run.name)
+            async with self._swapping:
+                wanted = self.replicas.wanted()
+                if wanted is None or wanted.token == self.applied:
+                    continue
+                self.applied = wanted.token
+                try:
+                    await run_in_threadpool(self.reload, wanted.run)
+                except Exception as exc:  # said to the worker that waits; the loop goes on
+                    self.replicas.answer(wanted.token, None, f"{type(exc).__name__}: {exc}")
+                else:
+                    self.replicas.answer(wanted.token, wanted.run.name)
 
     def match(self, body: MatchRequest, explain: bool) -> dict:
         at = body.timestamp or datetime.now(UTC)
@@ -242,11 +243,12 @@ class MatchService:
         checks["redis"] = f"ok at {self.settings.redis_address}"
         try:
             drivers = served.matcher.redis.zrange(served.matcher.key, 0, most - 1)
-        except REDIS_DOWN as exc:  # gone since the check
+            ids = [d.decode() for d in drivers]
+            newest = served.matcher.reader.newest_events(ids) if ids else {}
+        except REDIS_DOWN as exc:  # gone (or stopped answering) since the check
             return False, {**checks, "redis": f"unreachable: {exc}"}
         if not drivers:
             return False, {**checks, "online": "no idle driver in the index: materialize (04)"}
-        newest = served.matcher.reader.newest_events([d.decode() for d in drivers])
         now, stale = datetime.now(UTC), []
         for view, at in newest.items():
             ttl = self.fs.get_feature_view(view).ttl
