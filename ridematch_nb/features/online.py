@@ -215,7 +215,7 @@ class OnlineReader:
             for feat in projection.features:
                 self.names.append(feat.name)
                 self._fields.append(_mmh3(f"{view}:{feat.name}"))
-        self.redis = redis_client(settings)
+        self.redis = redis_client(settings, serving=True)  # a match's reads
         self._hmget_all = self.redis.register_script(HMGET_ALL)
         self._keys: dict[str, bytes] = {}
 

@@ -14,14 +14,19 @@ class RedisUnavailable(RuntimeError):
 
 
 # a Redis that stops answering raises redis.TimeoutError after these instead of holding
-# its caller forever (the service reads on its event loop: a hang there stops it all)
-TIMEOUTS_S = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+# its caller forever: a generous bound for the pipeline's writers (an fsync of Redis's
+# append-only file can stall a write for a second or two), a tight one for serving,
+# which reads on the service's event loop, where a wait stops every request
+TIMEOUTS_S = {"socket_connect_timeout": 2.0, "socket_timeout": 30.0}
+SERVING_TIMEOUTS_S = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
 
 
-def redis_client(settings: Settings, **kw) -> redis.Redis:
+def redis_client(settings: Settings, serving: bool = False, **kw) -> redis.Redis:
     """A client for the profile's Redis (its URL carries the stack's password), with
-    ``TIMEOUTS_S`` unless the caller or the URL says otherwise."""
-    return redis.Redis.from_url(settings.redis_url, **{**TIMEOUTS_S, **kw})
+    ``TIMEOUTS_S``, or ``SERVING_TIMEOUTS_S`` for a match's reads, unless the caller or
+    the URL says otherwise."""
+    bounds = SERVING_TIMEOUTS_S if serving else TIMEOUTS_S
+    return redis.Redis.from_url(settings.redis_url, **{**bounds, **kw})
 
 
 def redis_check(url: str, timeout_s: float = 2.0) -> None:

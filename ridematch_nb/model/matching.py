@@ -67,7 +67,7 @@ class Matcher:
         # give there, and on a busy machine they made a prediction a hundred times slower
         threadpool_limits(1)
         self.radius_km, self.max_candidates = radius_km, max_candidates
-        self.redis = redis_client(settings)
+        self.redis = redis_client(settings, serving=True)
         self.reader = OnlineReader(fs, settings, trained.feature_service)
 
     def candidates(self, lat: float, lon: float, radius_km: float | None = None) -> list[str]:

@@ -10,12 +10,12 @@ import redis
 from prometheus_client import CollectorRegistry, Histogram
 
 from ridematch_nb.config import load_settings
-from ridematch_nb.features.redis_io import TIMEOUTS_S, redis_client
+from ridematch_nb.features.redis_io import SERVING_TIMEOUTS_S, redis_client
 from ridematch_nb.features.store import on_loopback
 from ridematch_nb.model.service_metrics import LATENCY_BUCKETS, TimedApp
 
 
-def test_a_redis_that_never_answers_is_a_timeout_not_a_hang():
+def test_a_redis_that_never_answers_a_match_is_a_timeout_not_a_hang():
     # a listener that accepts the connection and never replies: a hung server
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
@@ -26,13 +26,13 @@ def test_a_redis_that_never_answers_is_a_timeout_not_a_hang():
 
         def ping():
             try:
-                redis_client(settings).ping()
+                redis_client(settings, serving=True).ping()
             except BaseException as exc:
                 raised.append(exc)
 
         caller = threading.Thread(target=ping, daemon=True)
         caller.start()
-        caller.join(timeout=TIMEOUTS_S["socket_timeout"] * 4)
+        caller.join(timeout=SERVING_TIMEOUTS_S["socket_timeout"] * 4)
     assert not caller.is_alive(), "the client still waits on a silent Redis"
     assert len(raised) == 1 and isinstance(raised[0], redis.TimeoutError), raised
 
@@ -77,7 +77,14 @@ def test_latency_counts_from_arrival_and_names_unrouted_paths_other():
 def test_feast_ui_is_given_the_loopback_unless_told_a_host():
     assert on_loopback(["ui"]) == ["ui", "--host", "127.0.0.1"]
     assert on_loopback(["ui", "--port", "8889"])[-2:] == ["--host", "127.0.0.1"]
-    for told in (["ui", "--host", "10.0.0.5"], ["ui", "-h", "10.0.0.5"], ["ui", "--host=::1"]):
+    assert on_loopback(["--log-level", "debug", "ui"])[-2:] == ["--host", "127.0.0.1"]
+    told_a_host = (
+        ["ui", "--host", "10.0.0.5"],
+        ["ui", "-h", "10.0.0.5"],
+        ["ui", "-h10.0.0.5"],
+        ["ui", "--host=::1"],
+    )
+    for told in told_a_host:
         assert on_loopback(told) == told
     assert on_loopback(["serve", "--port", "6566"]) == ["serve", "--port", "6566"]
     assert on_loopback(["plan"]) == ["plan"]
