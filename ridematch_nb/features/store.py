@@ -113,8 +113,8 @@ def on_loopback(args: list[str]) -> list[str]:
     """Feast's arguments, with ``--host 127.0.0.1`` added to a ``feast ui`` not given a
     host: Feast's default for it is every interface, and this stack listens on 127.0.0.1
     only (``feast serve``'s default is already that)."""
-    given = any(a in ("-h", "--host") or a.startswith("--host=") for a in args)
-    return [*args, "--host", "127.0.0.1"] if args[:1] == ["ui"] and not given else args
+    given = any(a in ("-h", "--host") or a.startswith(("--host=", "-h")) for a in args)
+    return [*args, "--host", "127.0.0.1"] if "ui" in args and not given else args
 
 
 def run_feast_cli(settings: Settings, args: list[str]) -> int:

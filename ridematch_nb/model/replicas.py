@@ -72,9 +72,12 @@ class Replicas:
         _write(self.folder / f"served-{os.getpid()}.json", answer)
 
     def answers(self, token: str) -> dict[str, dict]:
-        """The answers to one reload, by worker pid."""
+        """The answers to one reload, by worker pid, of the workers alive: one that
+        answered and died, and the worker started in its place, count once."""
         out = {}
         for path in self.folder.glob("served-*.json"):
+            if not _alive(int(path.stem.removeprefix("served-"))):
+                continue
             try:
                 got = json.loads(path.read_text())
             except (FileNotFoundError, json.JSONDecodeError):
@@ -89,6 +92,16 @@ class Replicas:
         while len(got := self.answers(token)) < self.workers and time.monotonic() < deadline:
             time.sleep(0.05)
         return got
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _write(path: Path, content: dict) -> None:

@@ -79,13 +79,23 @@ def k6_meanwhile(url: str, bodies: list[str], rate: int, duration_s: int, lead_s
     """k6 sending ``rate`` requests/s to ``url`` (open loop) in a thread, the block entered
     ``lead_s`` after it began; the dict yielded holds k6's figures once the block ends."""
     load: dict = {}
-    sender = threading.Thread(target=lambda: load.update(k6_run(url, bodies, rate, duration_s)))
+    failed: list[BaseException] = []
+
+    def send():
+        try:
+            load.update(k6_run(url, bodies, rate, duration_s))
+        except BaseException as exc:  # said in the test, not lost in the thread
+            failed.append(exc)
+
+    sender = threading.Thread(target=send)
     sender.start()
     time.sleep(lead_s)
     try:
         yield load
     finally:
         sender.join()
+        if failed:
+            raise failed[0]
 
 
 def sample(service: str, name: str) -> float:

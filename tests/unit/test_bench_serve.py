@@ -65,24 +65,31 @@ def test_cpu_per_request_is_none_when_a_worker_was_replaced():
 
 
 def test_a_server_whose_workers_changed_meanwhile_has_no_cpu_per_request():
-    """A real process tree: a parent that starts a worker a moment after it began. The
-    round that sees the worker appear has no CPU figure; the next, on a steady tree,
-    has one."""
-    forks_later = (
-        "import subprocess, sys, time; time.sleep(0.4);"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
+    """A real process tree: a parent that starts a worker when told to. The round in
+    which the worker appears has no CPU figure; the next, on a steady tree, has one."""
+    forks_when_told = (
+        "import subprocess, sys, time; sys.stdin.readline();"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", forks_later])
+    parent = subprocess.Popen([sys.executable, "-c", forks_when_told], stdin=subprocess.PIPE)
 
-    def wait(seconds):
-        time.sleep(seconds)
+    def a_worker_starts():
+        parent.stdin.write(b"fork\n")
+        parent.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"requests": 10}
+
+    def steady():
+        time.sleep(0.3)
         return {"requests": 10}
 
     try:
-        assert measured(parent.pid, wait, 1.5)["cpu_ms_per_request"] is None
-        steady = measured(parent.pid, wait, 0.3)
-        assert steady["cpu_ms_per_request"] is not None and steady["cpu_ms_per_request"] >= 0
+        assert measured(parent.pid, a_worker_starts)["cpu_ms_per_request"] is None
         assert len(process_cpu_s(parent.pid)[1]) == 2
+        figure = measured(parent.pid, steady)["cpu_ms_per_request"]
+        assert figure is not None and figure >= 0
     finally:
         for child in psutil.Process(parent.pid).children(recursive=True):
             child.kill()

@@ -1,6 +1,7 @@
 """The folder the workers of one `serve --workers N` share: the last reload asked for,
 and the answers counted are those of that reload."""
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -8,12 +9,23 @@ from pathlib import Path
 from ridematch_nb.model.replicas import Replicas, Wanted
 
 
-def answer_from_another_process(folder: Path, token: str, served: str) -> None:
+@contextlib.contextmanager
+def another_worker(folder: Path, token: str, served: str):
+    """A process of its own that answers a reload and lives on, as a worker does."""
     code = (
-        "import sys; from pathlib import Path; from ridematch_nb.model.replicas import Replicas;"
-        "Replicas(Path(sys.argv[1]), 2).answer(sys.argv[2], sys.argv[3])"
+        "import sys, time; from pathlib import Path; from ridematch_nb.model.replicas import"
+        " Replicas; Replicas(Path(sys.argv[1]), 2).answer(sys.argv[2], sys.argv[3]);"
+        "print('answered', flush=True); time.sleep(60)"
     )
-    subprocess.run([sys.executable, "-c", code, str(folder), token, served], check=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), token, served], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "answered"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_each_reload_has_a_token_of_its_own_and_the_last_one_is_wanted(tmp_path):
@@ -29,13 +41,17 @@ def test_each_reload_has_a_token_of_its_own_and_the_last_one_is_wanted(tmp_path)
 def test_the_answers_of_one_reload_and_the_wait_for_all(tmp_path):
     replicas = Replicas(tmp_path, 2)
     old, new = replicas.want(Path("/runs/a")), replicas.want(Path("/runs/b"))
-    answer_from_another_process(tmp_path, old, "a")
     replicas.answer(new, "b")
-    assert list(replicas.answers(new).values()) == [{"token": new, "served": "b", "error": None}]
-    assert len(replicas.wait_for_all(new, timeout_s=0.2)) == 1  # the other answered `old`
-    answer_from_another_process(tmp_path, new, "b")
-    got = replicas.wait_for_all(new, timeout_s=30)
-    assert len(got) == 2 and {a["served"] for a in got.values()} == {"b"}
+    with another_worker(tmp_path, old, "a"):
+        mine = [{"token": new, "served": "b", "error": None}]
+        assert list(replicas.answers(new).values()) == mine
+        assert len(replicas.wait_for_all(new, timeout_s=0.2)) == 1  # the other answered `old`
+    with another_worker(tmp_path, new, "b") as other:
+        got = replicas.wait_for_all(new, timeout_s=30)
+        assert len(got) == 2 and {a["served"] for a in got.values()} == {"b"}
+        other.kill()
+        other.wait()
+        assert list(replicas.answers(new).values()) == mine  # a dead worker's answer is gone
 
 
 def test_a_worker_that_failed_says_why(tmp_path):
@@ -53,6 +69,7 @@ replicas = Replicas(Path(sys.argv[1]), 2)
 while (wanted := replicas.wanted()) is None:
     time.sleep(0.02)
 replicas.answer(wanted.token, None, f"ConfigError: no model in {wanted.run}")
+time.sleep(60)  # a worker lives on after it answered (the test stops it)
 """
 
 
@@ -78,7 +95,8 @@ def test_a_reload_one_worker_failed_is_a_503_naming_its_error(tmp_path):
     try:
         answer = asyncio.run(service.reload_all(Path("/runs/b")))
     finally:
-        other.wait(timeout=30)
+        other.kill()
+        other.wait()
     assert answer.status_code == 503
     got = json.loads(answer.body)
     assert "some workers only (2 of 2 workers answered)" in got["detail"]
