@@ -102,3 +102,40 @@ def test_a_reload_one_worker_failed_is_a_503_naming_its_error(tmp_path):
     assert "some workers only (2 of 2 workers answered)" in got["detail"]
     assert "ConfigError: no model in /runs/b" in got["detail"]
     assert sorted(got["workers"].values()) == ["ConfigError: no model in /runs/b", "b"]
+
+
+def test_a_reload_superseded_while_a_worker_waited_is_not_applied_over_the_newer(tmp_path):
+    """Another worker asked for run z; this worker then took a reload to x, whose load is
+    slow. Its follower, waking meanwhile, must not load z after x: x is the wanted one."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from ridematch_nb.model.replicas import POLL_S
+    from ridematch_nb.model.service import MatchService
+
+    service = object.__new__(MatchService)
+    service.replicas, service._swapping = Replicas(tmp_path, 1), asyncio.Lock()
+    service.served, service.applied = SimpleNamespace(run=Path("/runs/a")), None
+    loaded = []
+
+    def reload(run):
+        time.sleep(POLL_S * 3 if run.name == "x" else 0)  # the follower wakes meanwhile
+        loaded.append(run.name)
+        service.served = SimpleNamespace(run=run)
+        return {"model_version": run.name, "previous": "a"}
+
+    service.reload = reload
+
+    async def both():
+        follower = asyncio.create_task(service.follow_reloads())
+        service.replicas.want(Path("/runs/z"))  # the other worker's, asked first
+        answer = await service.reload_all(Path("/runs/x"))
+        await asyncio.sleep(POLL_S * 3)  # the follower's turns after the reload
+        follower.cancel()
+        return answer
+
+    answer = asyncio.run(both())
+    assert answer["model_version"] == "x"
+    assert loaded == ["x"] and service.served.run == Path("/runs/x")
+    assert service.replicas.wanted().run == Path("/runs/x")
