@@ -87,11 +87,20 @@ class Replicas:
         return out
 
     def wait_for_all(self, token: str, timeout_s: float = WAIT_S) -> dict[str, dict]:
-        """The answers of every worker to a reload, or those that came in ``timeout_s``."""
+        """The answers of every worker to a reload: all of them, or those that came in
+        ``timeout_s``, or before a later reload superseded this one (no worker answers a
+        reload that is no longer wanted)."""
         deadline = time.monotonic() + timeout_s
         while len(got := self.answers(token)) < self.workers and time.monotonic() < deadline:
+            if self.superseded(token):
+                break
             time.sleep(0.05)
         return got
+
+    def superseded(self, token: str) -> Wanted | None:
+        """The later reload wanted instead of ``token``'s, if one is."""
+        wanted = self.wanted()
+        return wanted if wanted is not None and wanted.token != token else None
 
 
 def _alive(pid: int) -> bool:

@@ -156,6 +156,12 @@ class MatchService:
         answers = await run_in_threadpool(self.replicas.wait_for_all, self.applied)
         reloaded["workers"] = {pid: a["served"] or a["error"] for pid, a in answers.items()}
         failed = [a["error"] for a in answers.values() if a["error"]]
+        later = self.replicas.superseded(self.applied)
+        if later and len(answers) < self.replicas.workers and not failed:
+            detail = (
+                f"superseded by a later reload (of {later.run.name}) before every worker answered"
+            )
+            return JSONResponse({"detail": detail, **reloaded}, status_code=409)
         if failed or len(answers) < self.replicas.workers:
             said = f"{len(answers)} of {self.replicas.workers} workers answered"
             detail = f"model reloaded in some workers only ({said}): {'; '.join(failed)}"

@@ -139,3 +139,37 @@ def test_a_reload_superseded_while_a_worker_waited_is_not_applied_over_the_newer
     assert answer["model_version"] == "x"
     assert loaded == ["x"] and service.served.run == Path("/runs/x")
     assert service.replicas.wanted().run == Path("/runs/x")
+
+
+def test_a_reload_superseded_before_every_worker_answered_says_so(tmp_path):
+    """Two workers; this one took a reload to x, and before the other answered, another
+    reload (to y) was asked: the answer is a 409 naming y, at once, not a 503 after
+    the whole wait."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from ridematch_nb.model.service import MatchService
+
+    service = object.__new__(MatchService)
+    service.replicas, service._swapping = Replicas(tmp_path, 2), asyncio.Lock()
+    service.served = SimpleNamespace(run=Path("/runs/a"))
+
+    def reload(run):
+        service.served = SimpleNamespace(run=run)
+        return {"model_version": run.name, "previous": "a"}
+
+    service.reload = reload
+
+    async def then_another():
+        asking = asyncio.create_task(service.reload_all(Path("/runs/x")))
+        while (wanted := service.replicas.wanted()) is None or wanted.run.name != "x":
+            await asyncio.sleep(0.01)
+        Replicas(tmp_path, 2).want(Path("/runs/y"))  # the other worker's, asked later
+        return await asyncio.wait_for(asking, timeout=30)
+
+    answer = asyncio.run(then_another())
+    assert answer.status_code == 409
+    got = json.loads(answer.body)
+    assert got["detail"].startswith("superseded by a later reload (of y)"), got
+    assert got["model_version"] == "x" and len(got["workers"]) == 1
