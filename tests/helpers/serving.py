@@ -3,10 +3,6 @@ process on a free port, the load k6 sends it meanwhile, and what they read of it
 /metrics."""
 
 import contextlib
-import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 
@@ -14,36 +10,9 @@ import httpx
 import pytest
 
 from ridematch_nb.bench.serve import k6_run
-from ridematch_nb.config import PROJECT_ROOT
 from ridematch_nb.ports import free_port
-from ridematch_nb.process import ChildExited, wait_until_answering
+from ridematch_nb.process import ChildExited, started_server
 from tests.conftest import TEST_PARAMS
-
-
-@contextlib.contextmanager
-def process(command: list[str], env: dict | None = None):
-    """A child process of ours, its output in a file (a pipe nobody reads would fill and
-    stall it), stopped when the block ends."""
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=log,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        try:
-            yield proc, log
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-
-
-def output(log) -> str:
-    """The last of what a child of ``process`` wrote."""
-    log.seek(0)
-    return log.read()[-2000:]
 
 
 @contextlib.contextmanager
@@ -51,19 +20,12 @@ def running_service(run_dir, env: dict | None = None, workers: int = 1, attempts
     """`serve` on the chain's model, on a free port, until the block ends (another port
     when a process beside took that one between our choice and the bind)."""
     port = free_port()
-    command = [sys.executable, "-m", "ridematch_nb", "serve", "--params", TEST_PARAMS]
-    command += ["--run", str(run_dir), "--port", str(port), "--workers", str(workers)]
+    args = ["serve", "--params", TEST_PARAMS, "--run", str(run_dir), "--port", str(port)]
+    args += ["--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
-    with process(command, env) as (proc, log):
-
-        def alive() -> bool:
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
+    with contextlib.ExitStack() as running:
         try:
-            wait_until_answering(alive, proc.poll, "serve", lambda: output(log), 90)
+            running.enter_context(started_server(args, f"{url}/health", env=env, timeout_s=90))
         except ChildExited as exc:
             if "address already in use" not in str(exc) or attempts <= 1:
                 pytest.fail(str(exc))

@@ -2,7 +2,6 @@
 stack, called as the original project's clients call it."""
 
 import json
-import sys
 import time
 
 import httpx
@@ -17,10 +16,10 @@ from ridematch_nb.lake import storage
 from ridematch_nb.model import drift, matching, training
 from ridematch_nb.model.service import request_body
 from ridematch_nb.ports import free_port
-from ridematch_nb.process import wait_until_answering
+from ridematch_nb.process import started_server
 from ridematch_nb.runs import model_folder
 from tests.conftest import TEST_PARAMS
-from tests.helpers.serving import k6_meanwhile, output, process, running_service, sample
+from tests.helpers.serving import k6_meanwhile, running_service, sample
 from tests.helpers.tcp_proxy import Proxy
 
 ORIGINAL_KEYS = {"driver_id", "score", "distance_km"}
@@ -288,24 +287,13 @@ def test_feast_serve_through_our_command_answers_what_the_serving_reader_reads(c
     from ridematch_nb.features.online import OnlineReader
 
     port = free_port()
-    command = [sys.executable, "-m", "ridematch_nb", "feast", "--params", TEST_PARAMS]
-    command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    args = ["feast", "--params", TEST_PARAMS, "serve", "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}/get-online-features"
     fs = features.store(settings)
     drivers = [f"driver_{i}" for i in range(0, 40, 3)] + ["driver_nobody"]
     body = {"feature_service": features.FEATURE_SERVICE, "entities": {"driver_id": drivers}}
-    replies = []
-
-    def answered() -> bool:
-        try:
-            replies.append(httpx.post(url, json=body, timeout=10))
-        except httpx.TransportError:
-            return False
-        return True
-
-    with process(command) as (proc, log):
-        wait_until_answering(answered, proc.poll, "feast serve", lambda: output(log))
-        reply = replies[-1]
+    with started_server(args, f"http://127.0.0.1:{port}/health"):
+        reply = httpx.post(url, json=body, timeout=10)
         assert reply.status_code == 200, reply.text
         got = reply.json()
         served = {
