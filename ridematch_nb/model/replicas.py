@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 SHARED_ENV = "RIDEMATCH_SERVE_SHARED"  # the folder, set by ``serve`` for its workers
 WORKERS_ENV = "RIDEMATCH_SERVE_WORKERS"
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when imported
@@ -76,7 +78,7 @@ class Replicas:
         answered and died, and the worker started in its place, count once."""
         out = {}
         for path in self.folder.glob("served-*.json"):
-            if not _alive(int(path.stem.removeprefix("served-"))):
+            if not psutil.pid_exists(int(path.stem.removeprefix("served-"))):
                 continue
             try:
                 got = json.loads(path.read_text())
@@ -101,16 +103,6 @@ class Replicas:
         """The later reload wanted instead of ``token``'s, if one is."""
         wanted = self.wanted()
         return wanted if wanted is not None and wanted.token != token else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def _write(path: Path, content: dict) -> None:
