@@ -1,12 +1,17 @@
 """The folder the workers of one `serve --workers N` share: the last reload asked for,
 and the answers counted are those of that reload."""
 
+import asyncio
 import contextlib
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
-from ridematch_nb.model.replicas import Replicas, Wanted
+from ridematch_nb.model.replicas import POLL_S, Replicas, Wanted
+from ridematch_nb.model.service import MatchService
 
 
 @contextlib.contextmanager
@@ -61,6 +66,25 @@ def test_a_worker_that_failed_says_why(tmp_path):
     assert replicas.answers(token).popitem()[1]["error"].startswith("ConfigError")
 
 
+def service_without_a_model(folder: Path, workers: int, slow_run: str | None = None):
+    """A MatchService with no model and no store (only its reload logic), whose reload
+    records each run it loads in ``loaded``; the load of ``slow_run`` takes a few of the
+    followers' polls."""
+    service = object.__new__(MatchService)
+    service.replicas, service._swapping = Replicas(folder, workers), asyncio.Lock()
+    service.served, service.applied = SimpleNamespace(run=Path("/runs/a")), None
+    service.loaded = []
+
+    def reload(run):
+        time.sleep(POLL_S * 3 if run.name == slow_run else 0)
+        service.loaded.append(run.name)
+        service.served = SimpleNamespace(run=run)
+        return {"model_version": run.name, "previous": "a"}
+
+    service.reload = reload
+    return service
+
+
 OTHER_WORKER_FAILS = """
 import sys, time
 from pathlib import Path
@@ -76,21 +100,7 @@ time.sleep(60)  # a worker lives on after it answered (the test stops it)
 def test_a_reload_one_worker_failed_is_a_503_naming_its_error(tmp_path):
     """The worker that took the reload loaded it; the other (another process, through
     the shared folder) could not: the answer is a 503 listing both and the error."""
-    import asyncio
-    import json
-    from types import SimpleNamespace
-
-    from ridematch_nb.model.service import MatchService
-
-    service = object.__new__(MatchService)  # no model, no store: only the reload's logic
-    service.replicas, service._swapping = Replicas(tmp_path, 2), asyncio.Lock()
-    service.served = SimpleNamespace(run=Path("/runs/a"))
-
-    def reload(run):
-        service.served = SimpleNamespace(run=run)
-        return {"model_version": run.name, "previous": "a"}
-
-    service.reload = reload
+    service = service_without_a_model(tmp_path, 2)
     other = subprocess.Popen([sys.executable, "-c", OTHER_WORKER_FAILS, str(tmp_path)])
     try:
         answer = asyncio.run(service.reload_all(Path("/runs/b")))
@@ -107,25 +117,7 @@ def test_a_reload_one_worker_failed_is_a_503_naming_its_error(tmp_path):
 def test_a_reload_superseded_while_a_worker_waited_is_not_applied_over_the_newer(tmp_path):
     """Another worker asked for run z; this worker then took a reload to x, whose load is
     slow. Its follower, waking meanwhile, must not load z after x: x is the wanted one."""
-    import asyncio
-    import time
-    from types import SimpleNamespace
-
-    from ridematch_nb.model.replicas import POLL_S
-    from ridematch_nb.model.service import MatchService
-
-    service = object.__new__(MatchService)
-    service.replicas, service._swapping = Replicas(tmp_path, 1), asyncio.Lock()
-    service.served, service.applied = SimpleNamespace(run=Path("/runs/a")), None
-    loaded = []
-
-    def reload(run):
-        time.sleep(POLL_S * 3 if run.name == "x" else 0)  # the follower wakes meanwhile
-        loaded.append(run.name)
-        service.served = SimpleNamespace(run=run)
-        return {"model_version": run.name, "previous": "a"}
-
-    service.reload = reload
+    service = service_without_a_model(tmp_path, 1, slow_run="x")  # the follower wakes meanwhile
 
     async def both():
         follower = asyncio.create_task(service.follow_reloads())
@@ -137,7 +129,7 @@ def test_a_reload_superseded_while_a_worker_waited_is_not_applied_over_the_newer
 
     answer = asyncio.run(both())
     assert answer["model_version"] == "x"
-    assert loaded == ["x"] and service.served.run == Path("/runs/x")
+    assert service.loaded == ["x"] and service.served.run == Path("/runs/x")
     assert service.replicas.wanted().run == Path("/runs/x")
 
 
@@ -145,21 +137,7 @@ def test_a_reload_superseded_before_every_worker_answered_says_so(tmp_path):
     """Two workers; this one took a reload to x, and before the other answered, another
     reload (to y) was asked: the answer is a 409 naming y, at once, not a 503 after
     the whole wait."""
-    import asyncio
-    import json
-    from types import SimpleNamespace
-
-    from ridematch_nb.model.service import MatchService
-
-    service = object.__new__(MatchService)
-    service.replicas, service._swapping = Replicas(tmp_path, 2), asyncio.Lock()
-    service.served = SimpleNamespace(run=Path("/runs/a"))
-
-    def reload(run):
-        service.served = SimpleNamespace(run=run)
-        return {"model_version": run.name, "previous": "a"}
-
-    service.reload = reload
+    service = service_without_a_model(tmp_path, 2)
 
     async def then_another():
         asking = asyncio.create_task(service.reload_all(Path("/runs/x")))
